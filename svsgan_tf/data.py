@@ -1,0 +1,157 @@
+"""tf.data pipeline: songs -> waveform excerpts -> mono examples -> in-graph magnitude -> shuffled batches.
+
+Each step is a small named function so that real data sets (later loaders) plug in at the top: all a
+source has to provide is a sequence of `TrackLike` objects holding float32 (nb_samples, nb_channels)
+`mixture` and `vocals` arrays at the model's sample rate.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Protocol, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from svsgan_tf.config import Config, DataConfig, STFTConfig
+from svsgan_tf.errors import DataError
+from svsgan_tf.spectral import magnitude_frames
+
+logger = logging.getLogger(__name__)
+
+
+class TrackLike(Protocol):
+    name: str
+    mixture: np.ndarray    # (nb_samples, nb_channels) float32
+    vocals: np.ndarray     # (nb_samples, nb_channels) float32
+    sample_rate: int
+
+
+def excerpt_samples(stft: STFTConfig, nb_frames: int) -> int:
+    """Waveform length whose unpadded STFT has exactly `nb_frames` frames."""
+    return (nb_frames - 1) * stft.hop_length + stft.n_fft
+
+
+def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per_track: int,
+                      seed: int, random: bool) -> tf.data.Dataset:
+    """Step 1: excerpts of (mixture, vocals), each (nb_samples, nb_channels).
+
+    random=True draws `excerpts_per_track` random positions per track in a shuffled track order, new
+    ones each epoch; random=False cuts every track into consecutive excerpts (validation). Tracks
+    shorter than an excerpt are zero-padded.
+    """
+    rng = np.random.default_rng(seed)
+
+    def fit_length(track):
+        pad = max(0, nb_samples - track.mixture.shape[0])
+        return (np.pad(track.mixture, [(0, pad), (0, 0)]), np.pad(track.vocals, [(0, pad), (0, 0)]))
+
+    def generate():
+        order = rng.permutation(len(tracks)) if random else range(len(tracks))
+        for index in order:
+            mixture, vocals = fit_length(tracks[index])
+            length = mixture.shape[0]
+            if random:
+                starts = rng.integers(0, length - nb_samples + 1, size=excerpts_per_track)
+            else:
+                starts = range(0, length - nb_samples + 1, nb_samples)
+            for start in starts:
+                yield mixture[start:start + nb_samples], vocals[start:start + nb_samples]
+
+    spec = tf.TensorSpec((nb_samples, None), tf.float32)              # channel count may vary
+    return tf.data.Dataset.from_generator(generate, output_signature=(spec, spec))
+
+
+def split_channels(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Step 2: (nb_samples, nb_channels) pairs -> one mono (nb_samples,) pair per channel."""
+    return dataset.map(lambda m, v: (tf.transpose(m), tf.transpose(v))).unbatch()
+
+
+def to_magnitude(dataset: tf.data.Dataset, stft: STFTConfig) -> tf.data.Dataset:
+    """Step 3: waveforms (nb_samples,) -> magnitude frames (nb_frames, nb_bins), computed in the graph."""
+    def magnitude(mixture, vocals):
+        return (magnitude_frames(mixture, stft.n_fft, stft.hop_length),
+                magnitude_frames(vocals, stft.n_fft, stft.hop_length))
+    return dataset.map(magnitude, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def shuffle_frames(dataset: tf.data.Dataset, nb_frames: int, buffer: int, seed: int) -> tf.data.Dataset:
+    """Step 4 (frame-wise models): shuffle single frames across excerpts and songs, then regroup them
+    into pseudo-excerpts of `nb_frames` frames, as the paper's data loader shuffles frame indices."""
+    frames = dataset.unbatch()                                   # (nb_bins,) pairs
+    frames = frames.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    return frames.batch(nb_frames, drop_remainder=True)          # (nb_frames, nb_bins) pairs
+
+
+def batch_examples(dataset: tf.data.Dataset, batch_size: int, buffer: int | None, seed: int,
+                   drop_remainder: bool) -> tf.data.Dataset:
+    """Step 5: shuffle examples (when buffer is given) and batch to (batch, nb_frames, nb_bins)."""
+    if buffer:
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def training_dataset(tracks: Sequence[TrackLike], config: Config, seed: int | None = None) -> tf.data.Dataset:
+    """Batches of (mixture magnitude, vocals magnitude), each (batch, excerpt_frames, nb_bins).
+
+    Frames are shuffled across songs for the frame-wise encoder (or when data.shuffle_frames is set);
+    the RNN keeps contiguous excerpts, shuffled as a whole.
+    """
+    data, stft = config.data, config.stft
+    seed = config.train.seed if seed is None else seed
+    dataset = waveform_excerpts(tracks, excerpt_samples(stft, data.excerpt_frames),
+                                data.excerpts_per_track, seed, random=True)
+    dataset = to_magnitude(split_channels(dataset), stft)
+    if frame_shuffling(config):
+        dataset = shuffle_frames(dataset, data.excerpt_frames, data.shuffle_buffer, seed)
+    dataset = batch_examples(dataset, config.train.batch_size,
+                             max(1, data.shuffle_buffer // data.excerpt_frames), seed, drop_remainder=True)
+    # every track gives excerpts_per_track excerpts per channel, and frame shuffling keeps that count
+    nb_examples = sum(int(t.mixture.shape[1]) for t in tracks) * data.excerpts_per_track
+    return dataset.apply(tf.data.experimental.assert_cardinality(nb_examples // config.train.batch_size))
+
+
+def validation_dataset(tracks: Sequence[TrackLike], config: Config) -> tf.data.Dataset:
+    """Consecutive, unshuffled excerpts of every track, batched like the training set."""
+    data, stft = config.data, config.stft
+    dataset = waveform_excerpts(tracks, excerpt_samples(stft, data.excerpt_frames), 1, 0, random=False)
+    dataset = to_magnitude(split_channels(dataset), stft)
+    dataset = batch_examples(dataset, config.train.batch_size, None, 0, drop_remainder=False)
+    nb_samples = excerpt_samples(stft, data.excerpt_frames)
+    nb_examples = sum(int(t.mixture.shape[1]) * max(1, t.mixture.shape[0] // nb_samples) for t in tracks)
+    return dataset.apply(tf.data.experimental.assert_cardinality(-(-nb_examples // config.train.batch_size)))
+
+
+def frame_shuffling(config: Config) -> bool:
+    """Whether frames are shuffled across excerpts: by default for the frame-wise encoder only."""
+    if config.data.shuffle_frames is not None:
+        return config.data.shuffle_frames
+    return config.model.generator == "encoder"
+
+
+def input_statistics(dataset: tf.data.Dataset, max_batches: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin mean and standard deviation of log1p(mixture magnitude) over the first batches.
+
+    Returns:
+        (mean, std), each (nb_bins,) float32.
+    """
+    total = total_sq = None
+    count = 0
+    for mixture, _ in dataset.take(max_batches):
+        features = tf.reshape(tf.math.log1p(mixture), (-1, mixture.shape[-1])).numpy()  # (frames, nb_bins)
+        total = features.sum(0) if total is None else total + features.sum(0)
+        total_sq = (features ** 2).sum(0) if total_sq is None else total_sq + (features ** 2).sum(0)
+        count += features.shape[0]
+    if count == 0:
+        raise DataError("training data: yields no batch, add tracks or lower train.batch_size")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def synthetic_tracks(data: DataConfig, stft: STFTConfig, seed: int, nb_tracks: int | None = None,
+                     prefix: str = "synth"):
+    """The embedded synthetic multitrack set at the model's sample rate."""
+    from svsgan_tf.synthetic import make_tracks
+
+    return make_tracks(nb_tracks or data.nb_tracks, seed=seed, duration=data.track_seconds,
+                       sample_rate=stft.sample_rate, prefix=prefix)

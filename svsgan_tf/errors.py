@@ -1,0 +1,22 @@
+"""Exceptions that the command-line tools turn into one-line messages."""
+
+
+class SVSGANError(Exception):
+    """Base class of every error that names its input and the problem in one line."""
+
+
+class AudioError(SVSGANError):
+    """An audio input that cannot be used: unreadable, empty, too short, non-finite."""
+
+    def __init__(self, source, problem):
+        self.source = str(source)
+        self.problem = str(problem)
+        super().__init__(f"{self.source}: {self.problem}")
+
+
+class ConfigError(SVSGANError):
+    """A configuration value, model name or model directory that is not valid."""
+
+
+class DataError(SVSGANError):
+    """A data set (folder, track list) that cannot be used."""

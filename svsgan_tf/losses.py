@@ -1,0 +1,53 @@
+"""Per-example losses: the generalized KL divergence of eq. (1) and the cGAN losses of eq. (3).
+
+Every function returns one value per example, shape (batch,), so that callers reduce with
+`tf.nn.compute_average_loss` and get the right gradient under a distribution strategy.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def generalized_kl(target, estimate, eps: float = 1e-8):
+    """Generalized KL divergence D(target || estimate) of eq. (1), per example.
+
+    D(X||Y) = sum_ij x_ij (log(x_ij + eps) - log(y_ij + eps)) - x_ij + y_ij, summed over bins and
+    averaged over time steps (frames), so that songs and batches of different lengths compare.
+
+    Args:
+        target: (batch, nb_frames, nb_bins) true vocals magnitude x >= 0.
+        estimate: (batch, nb_frames, nb_bins) estimated vocals magnitude y >= 0.
+    Returns:
+        (batch,) float32.
+    """
+    divergence = target * (tf.math.log(target + eps) - tf.math.log(estimate + eps)) - target + estimate
+    per_frame = tf.reduce_sum(divergence, axis=-1)            # (batch, nb_frames)
+    return tf.reduce_mean(per_frame, axis=-1)                  # (batch,)
+
+
+def _bce_with_logits(labels_value: float, logits):
+    labels = tf.fill(tf.shape(logits), labels_value)
+    per_frame = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    return tf.reduce_mean(per_frame, axis=-1)                  # (batch,)
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """-[log D(s, z) + log(1 - D(G(z), z))] per example, the negated inner maximisation of eq. (3).
+
+    Args:
+        real_logits, fake_logits: (batch, nb_frames) discriminator logits.
+    Returns:
+        (batch,) float32.
+    """
+    return _bce_with_logits(1.0, real_logits) + _bce_with_logits(0.0, fake_logits)
+
+
+def generator_adversarial_loss(fake_logits):
+    """Non-saturating generator loss -log D(G(z), z) per example (Goodfellow et al. 2014, sec. 3).
+
+    Args:
+        fake_logits: (batch, nb_frames).
+    Returns:
+        (batch,) float32.
+    """
+    return _bce_with_logits(1.0, fake_logits)

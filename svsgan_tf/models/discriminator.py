@@ -1,0 +1,36 @@
+"""Conditional discriminator: an MLP over a candidate vocals frame joined with its mixture frame."""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+class Discriminator(keras.Model):
+    """D(s, z): (vocals magnitude, mixture magnitude), each (batch, nb_frames, nb_bins) -> logits
+    (batch, nb_frames), one real/fake decision per frame (paper, Fig. 5: 3 hidden layers of 512).
+
+    Both spectra are compressed with log1p before they are joined to (batch, nb_frames, 2 * nb_bins).
+    """
+
+    def __init__(self, nb_bins: int, units=(512, 512, 512), **kwargs):
+        super().__init__(**kwargs)
+        self.nb_bins = nb_bins
+        self.units = tuple(units)
+        self.hidden = [keras.layers.Dense(u, name=f"hidden_{i}") for i, u in enumerate(self.units)]
+        self.activation = keras.layers.LeakyReLU(negative_slope=0.2)
+        self.logit = keras.layers.Dense(1, name="logit")
+
+    def call(self, inputs, training=False):
+        vocals_magnitude, mixture_magnitude = inputs
+        x = tf.concat([tf.math.log1p(vocals_magnitude), tf.math.log1p(mixture_magnitude)], axis=-1)
+        for layer in self.hidden:
+            x = self.activation(layer(x))
+        return tf.squeeze(self.logit(x), axis=-1)          # (batch, nb_frames)
+
+    def create_weights(self) -> None:
+        """Create every weight by calling the model on one zero frame."""
+        frame = tf.zeros((1, 1, self.nb_bins))
+        self((frame, frame))
+
+    def get_config(self):
+        return {"nb_bins": self.nb_bins, "units": self.units}

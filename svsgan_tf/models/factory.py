@@ -1,0 +1,30 @@
+"""Build generators and discriminators from a Config alone."""
+from __future__ import annotations
+
+from svsgan_tf.config import Config
+from svsgan_tf.errors import ConfigError
+from svsgan_tf.models.discriminator import Discriminator
+from svsgan_tf.models.generator import EncoderGenerator, MaskGenerator, RNNGenerator
+
+
+def build_generator(config: Config) -> MaskGenerator:
+    """The generator named by config.model.generator, built (weights created)."""
+    model, nb_bins = config.model, config.stft.nb_bins
+    if model.generator == "encoder":
+        generator = EncoderGenerator(nb_bins, model.encoder_units, model.decoder_units, name="generator")
+    elif model.generator == "rnn":
+        generator = RNNGenerator(nb_bins, model.encoder_units, model.decoder_units, model.lstm_units,
+                                 model.bidirectional, name="generator")
+    else:
+        raise ConfigError(f"config: model.generator={model.generator!r} unknown generator, "
+                          "expected one of encoder, rnn")
+    generator.create_weights()
+    return generator
+
+
+def build_discriminator(config: Config) -> Discriminator:
+    """The conditional discriminator of config.model, built."""
+    discriminator = Discriminator(config.stft.nb_bins, config.model.discriminator_units,
+                                  name="discriminator")
+    discriminator.create_weights()
+    return discriminator

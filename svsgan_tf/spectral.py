@@ -1,0 +1,130 @@
+"""In-graph STFT, inverse STFT and Griffin-Lim with tf.signal, as Keras layers and functions.
+
+Framing: the waveform is padded by `n_fft - hop_length` samples on the left and enough on the right
+that every original sample lies under `n_fft / hop_length` frames, so the weighted overlap-add of the
+inverse STFT reconstructs the input exactly (periodic Hann window, 50% overlap by default).
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def nb_frames_for(nb_samples: int, n_fft: int, hop_length: int) -> int:
+    """Number of STFT frames for `nb_samples` samples with the padded framing of `STFT`."""
+    left = n_fft - hop_length
+    padded = nb_samples + 2 * left
+    return -(-(padded - n_fft) // hop_length) + 1
+
+
+def stft(waveform: tf.Tensor, n_fft: int, hop_length: int) -> tf.Tensor:
+    """Complex STFT of padded frames.
+
+    Args:
+        waveform: (batch, nb_samples) float32.
+    Returns:
+        (batch, nb_frames, nb_bins) complex64, nb_bins = n_fft // 2 + 1.
+    """
+    nb_samples = tf.shape(waveform)[-1]
+    left = n_fft - hop_length
+    # nb_frames frames cover (nb_frames - 1) * hop + n_fft padded samples
+    nb_frames = (nb_samples + 2 * left - n_fft + hop_length - 1) // hop_length + 1
+    right = (nb_frames - 1) * hop_length + n_fft - nb_samples - left
+    padded = tf.pad(waveform, [[0, 0], [left, right]])
+    return tf.signal.stft(padded, frame_length=n_fft, frame_step=hop_length, fft_length=n_fft,
+                          window_fn=tf.signal.hann_window, pad_end=False)
+
+
+def istft(spectrogram: tf.Tensor, nb_samples: tf.Tensor | int, n_fft: int, hop_length: int) -> tf.Tensor:
+    """Inverse of `stft` by weighted overlap-add.
+
+    Args:
+        spectrogram: (batch, nb_frames, nb_bins) complex64.
+        nb_samples: length of the waveform to return.
+    Returns:
+        (batch, nb_samples) float32.
+    """
+    window_fn = tf.signal.inverse_stft_window_fn(hop_length, forward_window_fn=tf.signal.hann_window)
+    waveform = tf.signal.inverse_stft(spectrogram, frame_length=n_fft, frame_step=hop_length,
+                                      fft_length=n_fft, window_fn=window_fn)
+    left = n_fft - hop_length
+    return waveform[:, left:left + nb_samples]
+
+
+def magnitude_frames(waveform: tf.Tensor, n_fft: int, hop_length: int) -> tf.Tensor:
+    """Magnitude of unpadded frames, as used for training excerpts.
+
+    Args:
+        waveform: (..., nb_samples) float32 with nb_samples = (nb_frames - 1) * hop_length + n_fft.
+    Returns:
+        (..., nb_frames, nb_bins) float32.
+    """
+    spec = tf.signal.stft(waveform, frame_length=n_fft, frame_step=hop_length, fft_length=n_fft,
+                          window_fn=tf.signal.hann_window, pad_end=False)
+    return tf.abs(spec)
+
+
+def unit_phase(spectrogram: tf.Tensor) -> tf.Tensor:
+    """exp(i * angle) of a complex spectrogram; 1 where the spectrogram is exactly 0 (no NaN)."""
+    return tf.exp(tf.complex(tf.zeros_like(tf.math.real(spectrogram)), tf.math.angle(spectrogram)))
+
+
+def griffin_lim(magnitude: tf.Tensor, phase: tf.Tensor, nb_samples: tf.Tensor | int, n_fft: int,
+                hop_length: int, iterations: int, momentum: float = 0.99) -> tf.Tensor:
+    """Fast Griffin-Lim (Perraudin et al. 2013; momentum=0 is the classic algorithm of the paper).
+
+    Args:
+        magnitude: (batch, nb_frames, nb_bins) float32 target magnitude.
+        phase: (batch, nb_frames, nb_bins) complex64 unit-modulus initial phase (e.g. the mixture's).
+        nb_samples: output length.
+        iterations: number of projection pairs; 0 returns the inverse STFT of magnitude * phase.
+    Returns:
+        (batch, nb_samples) float32 waveform.
+    """
+    magnitude_c = tf.cast(magnitude, tf.complex64)
+    rebuilt = magnitude_c * phase
+    previous = rebuilt
+    for _ in range(iterations):
+        # project onto consistent spectrograms, then back onto the target magnitude
+        consistent = stft(istft(rebuilt, nb_samples, n_fft, hop_length), n_fft, hop_length)
+        accelerated = consistent + tf.cast(momentum, tf.complex64) * (consistent - previous)
+        previous = consistent
+        rebuilt = magnitude_c * unit_phase(accelerated)
+    return istft(rebuilt, nb_samples, n_fft, hop_length)
+
+
+def spectral_convergence(magnitude: tf.Tensor, waveform: tf.Tensor, n_fft: int, hop_length: int) -> tf.Tensor:
+    """|| |STFT(waveform)| - magnitude ||_F / || magnitude ||_F, the Griffin-Lim error measure."""
+    rebuilt = tf.abs(stft(waveform, n_fft, hop_length))
+    return tf.norm(rebuilt - magnitude) / tf.maximum(tf.norm(magnitude), 1e-12)
+
+
+class STFT(keras.layers.Layer):
+    """Waveform (batch, nb_samples) float32 -> complex spectrogram (batch, nb_frames, nb_bins)."""
+
+    def __init__(self, n_fft: int = 2048, hop_length: int = 1024, **kwargs):
+        super().__init__(**kwargs)
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+
+    def call(self, waveform):
+        return stft(waveform, self.n_fft, self.hop_length)
+
+    def get_config(self):
+        return {**super().get_config(), "n_fft": self.n_fft, "hop_length": self.hop_length}
+
+
+class ISTFT(keras.layers.Layer):
+    """Complex spectrogram (batch, nb_frames, nb_bins) -> waveform (batch, nb_samples); pass nb_samples=."""
+
+    def __init__(self, n_fft: int = 2048, hop_length: int = 1024, **kwargs):
+        super().__init__(**kwargs)
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self._convert_input_args = False
+
+    def call(self, spectrogram, nb_samples=None):
+        return istft(spectrogram, nb_samples, self.n_fft, self.hop_length)
+
+    def get_config(self):
+        return {**super().get_config(), "n_fft": self.n_fft, "hop_length": self.hop_length}

@@ -1,0 +1,120 @@
+"""The SVSGAN Keras model: a custom train_step for KL pretraining (phase 1) and the cGAN (phase 2)."""
+from __future__ import annotations
+
+import logging
+
+import keras
+import tensorflow as tf
+
+from svsgan_tf.config import PHASES, TrainConfig
+from svsgan_tf.losses import discriminator_loss, generalized_kl, generator_adversarial_loss
+from svsgan_tf.models.discriminator import Discriminator
+from svsgan_tf.models.generator import MaskGenerator
+
+logger = logging.getLogger(__name__)
+
+
+class SVSGAN(keras.Model):
+    """Generator G and conditional discriminator D trained in two phases.
+
+    Data: batches of (mixture magnitude, vocals magnitude), each (batch, nb_frames, nb_bins).
+    Phase `pretrain` updates G alone with the generalized KL divergence; phase `gan` alternates a D
+    update on real (vocals, mixture) against fake (G(mixture), mixture) and a G update on
+    adversarial_weight * -log D(G(z), z) + kl_weight * KL. Switch with `set_phase`.
+    """
+
+    def __init__(self, generator: MaskGenerator, discriminator: Discriminator, train_config: TrainConfig,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.generator = generator
+        self.discriminator = discriminator
+        self.train_config = train_config
+        self.phase = PHASES[0]
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+        self.adversarial_tracker = keras.metrics.Mean(name="g_adversarial")
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.d_real_tracker = keras.metrics.Mean(name="d_real")
+        self.d_fake_tracker = keras.metrics.Mean(name="d_fake")
+
+    def compile(self, g_optimizer, d_optimizer, **kwargs):
+        """Attach one optimizer per network (keras-io GAN convention) and build both."""
+        super().compile(**kwargs)
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    @property
+    def metrics(self):
+        return [self.kl_tracker, self.g_loss_tracker, self.adversarial_tracker, self.d_loss_tracker,
+                self.d_real_tracker, self.d_fake_tracker]
+
+    def set_phase(self, phase: str) -> None:
+        """Switch to `pretrain` or `gan`; the next step retraces the train function."""
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}, expected one of {PHASES}")
+        if phase != self.phase:
+            logger.info("training phase: %s", phase)
+        self.phase = phase
+        self.train_function = None
+        self.make_train_function(force=True)
+
+    def call(self, mixture_magnitude, training=False):
+        """(batch, nb_frames, nb_bins) mixture magnitude -> estimated vocals magnitude, same shape."""
+        return self.generator(mixture_magnitude, training=training) * mixture_magnitude
+
+    def train_step(self, data):
+        mixture, vocals = data                                 # (batch, nb_frames, nb_bins) each
+        if self.phase == "pretrain":
+            return self._pretrain_step(mixture, vocals)
+        return self._gan_step(mixture, vocals)
+
+    def _pretrain_step(self, mixture, vocals):
+        # 1. estimate the vocals and measure the per-example KL divergence to the truth
+        with tf.GradientTape() as tape:
+            estimate = self(mixture, training=True)
+            kl = generalized_kl(vocals, estimate, self.train_config.eps)          # (batch,)
+            loss = tf.nn.compute_average_loss(kl)
+        # 2. update G alone
+        variables = self.generator.trainable_variables
+        self.g_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        # 3. track the unscaled per-example values
+        self.kl_tracker.update_state(kl)
+        return {"kl": self.kl_tracker.result()}
+
+    def _gan_step(self, mixture, vocals):
+        cfg = self.train_config
+        # 1. D step: real pairs (s, z) against fake pairs (G(z), z), G held fixed
+        fake = tf.stop_gradient(self(mixture, training=True))
+        with tf.GradientTape() as tape:
+            real_logits = self.discriminator((vocals, mixture), training=True)    # (batch, nb_frames)
+            fake_logits = self.discriminator((fake, mixture), training=True)
+            d_loss = discriminator_loss(real_logits, fake_logits)                 # (batch,)
+            d_scaled = tf.nn.compute_average_loss(d_loss)
+        variables = self.discriminator.trainable_variables
+        self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, variables), variables))
+        # 2. G step: fool the updated D while staying close to the truth in KL
+        with tf.GradientTape() as tape:
+            estimate = self(mixture, training=True)
+            adversarial = generator_adversarial_loss(
+                self.discriminator((estimate, mixture), training=False))          # (batch,)
+            kl = generalized_kl(vocals, estimate, cfg.eps)                        # (batch,)
+            g_loss = cfg.adversarial_weight * adversarial + cfg.kl_weight * kl
+            g_scaled = tf.nn.compute_average_loss(g_loss)
+        variables = self.generator.trainable_variables
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_scaled, variables), variables))
+        # 3. track the unscaled per-example values and D's mean belief on real and fake frames
+        self.kl_tracker.update_state(kl)
+        self.g_loss_tracker.update_state(g_loss)
+        self.adversarial_tracker.update_state(adversarial)
+        self.d_loss_tracker.update_state(d_loss)
+        self.d_real_tracker.update_state(tf.reduce_mean(tf.sigmoid(real_logits), axis=-1))
+        self.d_fake_tracker.update_state(tf.reduce_mean(tf.sigmoid(fake_logits), axis=-1))
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        mixture, vocals = data
+        kl = generalized_kl(vocals, self(mixture, training=False), self.train_config.eps)
+        self.kl_tracker.update_state(kl)
+        return {"kl": self.kl_tracker.result()}
