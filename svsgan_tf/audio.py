@@ -60,14 +60,23 @@ def check_waveform(waveform: np.ndarray, source: str, min_samples: int = 1) -> n
 
 
 def resample(waveform: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Resample (nb_samples, nb_channels) audio with tensorflow-io's band-limited resampler."""
+    """Resample (nb_samples, nb_channels) audio with a zero-phase polyphase filter.
+
+    Returns (round(nb_samples * rate_out / rate_in), nb_channels) float32, time-aligned with the input.
+    tensorflow-io's `tfio.audio.resample` is not used here: it delays its output by a rate-dependent,
+    fractional number of samples (measured with TF 2.16.2 / tfio 0.37.1: 31.96 samples for
+    44.1 -> 8 kHz, 88.19 for 16 -> 44.1 kHz, 34.89 for 44.1 -> 48 kHz), which would misalign the
+    separated stems with the mixture.
+    """
     if rate_in == rate_out:
         return waveform
-    import tensorflow as tf
-    import tensorflow_io as tfio
+    from math import gcd
 
-    out = tfio.audio.resample(tf.convert_to_tensor(waveform, tf.float32), rate_in, rate_out)
-    return out.numpy()
+    from scipy.signal import resample_poly
+
+    divisor = gcd(int(rate_in), int(rate_out))
+    out = resample_poly(np.asarray(waveform, np.float64), rate_out // divisor, rate_in // divisor, axis=0)
+    return out.astype(np.float32)
 
 
 def write_audio(path: str, waveform: np.ndarray, sample_rate: int, protect: tuple[str, ...] = ()) -> None:

@@ -50,7 +50,7 @@ def separate_files(separator, files: list[str], out_dir: str, quiet: bool = Fals
                 write_audio(os.path.join(out_dir, name, f"{target}.wav"), audio, rate, protect=tuple(files))
         except SVSGANError as err:
             errors.append(f"error: {err}")
-            print(errors[-1], file=sys.stderr)
+            tqdm.write(errors[-1], file=sys.stderr)
     return errors
 
 

@@ -1,0 +1,82 @@
+"""Generators, discriminator and losses: shapes, ranges, numeric checks against NumPy."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from svsgan_tf.losses import discriminator_loss, generalized_kl, generator_adversarial_loss
+from svsgan_tf.models import build_discriminator, build_generator
+from tests.conftest import tiny_config
+
+
+def numpy_generalized_kl(x, y, eps):
+    """Eq. (1) summed over bins, averaged over frames, one value per example."""
+    d = x * (np.log(x + eps) - np.log(y + eps)) - x + y
+    return d.sum(axis=-1).mean(axis=-1)
+
+
+def test_generalized_kl_matches_numpy(rng):
+    x = rng.uniform(0, 3, (4, 7, 33)).astype(np.float32)
+    y = rng.uniform(0, 3, (4, 7, 33)).astype(np.float32)
+    x[0, 0, :5] = 0.0                                        # zeros are allowed in the target
+    got = generalized_kl(tf.constant(x), tf.constant(y), 1e-8).numpy()
+    np.testing.assert_allclose(got, numpy_generalized_kl(x.astype(np.float64), y, 1e-8), rtol=1e-5)
+    assert got.shape == (4,)
+    np.testing.assert_allclose(generalized_kl(tf.constant(x), tf.constant(x)).numpy(), 0.0, atol=1e-4)
+
+
+def test_kl_average_is_batch_size_independent(rng):
+    x = rng.uniform(0, 1, (8, 5, 9)).astype(np.float32)
+    y = rng.uniform(0, 1, (8, 5, 9)).astype(np.float32)
+    full = tf.nn.compute_average_loss(generalized_kl(x, y))
+    halves = [tf.nn.compute_average_loss(generalized_kl(x[i:i + 4], y[i:i + 4])) for i in (0, 4)]
+    np.testing.assert_allclose(float(full), np.mean([float(h) for h in halves]), rtol=1e-6)
+
+
+def test_adversarial_losses_match_log_formulas(rng):
+    real, fake = rng.normal(size=(3, 6)).astype(np.float32), rng.normal(size=(3, 6)).astype(np.float32)
+    sig = lambda v: 1 / (1 + np.exp(-v.astype(np.float64)))
+    expected_d = -(np.log(sig(real)) + np.log(1 - sig(fake))).mean(-1)
+    np.testing.assert_allclose(discriminator_loss(real, fake).numpy(), expected_d, rtol=1e-5)
+    np.testing.assert_allclose(generator_adversarial_loss(fake).numpy(), -np.log(sig(fake)).mean(-1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("generator", ["encoder", "rnn"])
+def test_generator_mask_in_unit_interval_and_shapes(generator, rng):
+    config = tiny_config(**{"model.generator": generator})
+    model = build_generator(config)
+    x = tf.constant(rng.uniform(0, 50, (3, 11, config.stft.nb_bins)).astype(np.float32))
+    mask = model(x).numpy()
+    assert mask.shape == (3, 11, config.stft.nb_bins)
+    assert mask.min() >= 0.0 and mask.max() <= 1.0
+    assert np.all(np.isfinite(model(tf.zeros_like(x)).numpy()))
+
+
+def test_encoder_is_frame_wise_and_rnn_has_temporal_context(rng):
+    x = rng.uniform(0, 5, (1, 6, 129)).astype(np.float32)
+    changed = x.copy()
+    changed[0, 0] *= 3.0                                     # change the first frame only
+    for generator, context in (("encoder", False), ("rnn", True)):
+        model = build_generator(tiny_config(**{"model.generator": generator}))
+        later_differs = not np.allclose(model(x).numpy()[0, 1:], model(changed).numpy()[0, 1:])
+        assert later_differs == context, generator
+
+
+def test_rnn_state_carried_between_blocks_equals_one_pass(rng):
+    model = build_generator(tiny_config(**{"model.generator": "rnn"}))
+    x = tf.constant(rng.uniform(0, 5, (2, 12, 129)).astype(np.float32))
+    whole = model(x).numpy()
+    first, state = model(x[:, :5], return_state=True)
+    second, _ = model(x[:, 5:], initial_state=state, return_state=True)
+    np.testing.assert_allclose(np.concatenate([first, second], axis=1), whole, atol=1e-5)
+
+
+def test_discriminator_is_conditioned_on_the_mixture(rng):
+    config = tiny_config()
+    model = build_discriminator(config)
+    vocals = tf.constant(rng.uniform(0, 5, (2, 4, 129)).astype(np.float32))
+    mixture = tf.constant(rng.uniform(0, 5, (2, 4, 129)).astype(np.float32))
+    logits = model((vocals, mixture)).numpy()
+    assert logits.shape == (2, 4)
+    assert not np.allclose(logits, model((vocals, mixture * 2)).numpy())
+    assert [layer.units for layer in build_discriminator(tiny_config(**{
+        "model.discriminator_units": [512, 512, 512]})).hidden] == [512, 512, 512]

@@ -1,0 +1,92 @@
+"""The two-phase train_step: which weights move, what the logs carry, a tiny overfit, the data pipeline."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from svsgan_tf import data as data_lib
+from svsgan_tf.synthetic import make_tracks
+from svsgan_tf.training import build_svsgan, train
+from tests.conftest import tiny_config
+
+
+def tiny_batches(config, nb_batches=2):
+    tracks = make_tracks(2, seed=3, duration=1.0, sample_rate=config.stft.sample_rate)
+    return list(data_lib.training_dataset(tracks, config).take(nb_batches))
+
+
+def snapshot(model):
+    return [v.numpy().copy() for v in model.trainable_variables]
+
+
+def changed(before, model):
+    return any(not np.array_equal(a, v.numpy()) for a, v in zip(before, model.trainable_variables))
+
+
+@pytest.mark.parametrize("generator", ["encoder", "rnn"])
+def test_phase_one_moves_only_g_and_phase_two_moves_both(generator):
+    config = tiny_config(**{"model.generator": generator})
+    mixture, vocals = tiny_batches(config, 1)[0]
+    model = build_svsgan(config)
+
+    g_before, d_before = snapshot(model.generator), snapshot(model.discriminator)
+    model.set_phase("pretrain")
+    logs = model.train_step((mixture, vocals))
+    assert changed(g_before, model.generator) and not changed(d_before, model.discriminator)
+    assert set(logs) == {"kl"}
+
+    g_before, d_before = snapshot(model.generator), snapshot(model.discriminator)
+    model.set_phase("gan")
+    logs = model.train_step((mixture, vocals))
+    assert changed(g_before, model.generator) and changed(d_before, model.discriminator)
+    assert {"d_loss", "g_loss", "kl", "g_adversarial"} <= set(logs)
+
+
+def test_fit_logs_carry_both_phases(tmp_path):
+    result = train(tiny_config(), str(tmp_path), verbose=0, tensorboard=True)
+    history = result.history
+    assert len(history["kl"]) == 2 and len(history["d_loss"]) == 1 and len(history["g_loss"]) == 1
+    assert "val_kl" in history
+    assert (tmp_path / "model" / "generator.weights.h5").exists()
+    assert (tmp_path / "model" / "discriminator.weights.h5").exists()
+    saved = (tmp_path / "config.json").read_text()
+    assert '"git_commit"' in saved and '"seed"' in saved
+    assert any((tmp_path / "logs").iterdir())
+
+
+def test_tiny_model_overfits_a_tiny_excerpt():
+    config = tiny_config(**{"train.g_learning_rate": 3e-3})
+    mixture, vocals = tiny_batches(config, 1)[0]
+    model = build_svsgan(config)
+    model.set_phase("pretrain")
+    first = float(model.train_step((mixture, vocals))["kl"])
+    for _ in range(300):
+        model.kl_tracker.reset_state()
+        last = float(model.train_step((mixture, vocals))["kl"])
+    assert last < first / 10, (first, last)
+
+
+def test_pipeline_shapes_and_frame_shuffling():
+    config = tiny_config(**{"data.excerpt_frames": 8})
+    tracks = make_tracks(3, seed=1, duration=1.0, sample_rate=8000)
+    dataset = data_lib.training_dataset(tracks, config)
+    batches = list(dataset)
+    assert len(batches) == dataset.cardinality().numpy() == 3 * 2 * 4 // 4
+    mixture, vocals = batches[0]
+    assert mixture.shape == vocals.shape == (4, 8, 129)
+    assert np.all(vocals.numpy() >= 0)
+    # the encoder's examples are frames shuffled across songs: consecutive frames rarely overlap
+    # (hop = n_fft / 2), the RNN's are contiguous excerpts whose neighbouring frames correlate
+    def neighbour_correlation(cfg):
+        m = next(iter(data_lib.training_dataset(tracks, cfg)))[0].numpy()
+        a, b = np.log1p(m[:, :-1]).ravel(), np.log1p(m[:, 1:]).ravel()
+        return np.corrcoef(a, b)[0, 1]
+    assert neighbour_correlation(config.replace(**{"model.generator": "rnn"})) > \
+        neighbour_correlation(config) + 0.05
+
+
+def test_run_folder_with_another_config_is_refused(tmp_path):
+    from svsgan_tf.errors import ConfigError
+
+    train(tiny_config(**{"train.gan_epochs": 0}), str(tmp_path), verbose=0, tensorboard=False)
+    with pytest.raises(ConfigError, match="different config"):
+        train(tiny_config(**{"train.seed": 5}), str(tmp_path), verbose=0, tensorboard=False)
