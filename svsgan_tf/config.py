@@ -65,7 +65,13 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Where training examples come from and how they are cut."""
+    """Where training examples come from and how they are cut and augmented.
+
+    `source` is "synthetic" or a data set `[format:]PATH` (see datasets.load_dataset); its train
+    subset is split into training and `validation_tracks` held-out songs. `extra_sources` are added to
+    training only (e.g. MIR-1K). With `augment`, training excerpts mix stems of random tracks
+    (`random_mix`), scale each stem by a gain in `gain_range` and swap channels (`channel_swap`).
+    """
 
     source: str = "synthetic"
     nb_tracks: int = 16
@@ -75,6 +81,11 @@ class DataConfig:
     excerpts_per_track: int = 8
     shuffle_frames: bool | None = None
     shuffle_buffer: int = 2048
+    augment: bool = False
+    random_mix: bool = True
+    gain_range: tuple[float, ...] = (0.25, 1.25)
+    channel_swap: bool = True
+    extra_sources: tuple[str, ...] = ()
 
     def validate(self) -> None:
         _check(self.nb_tracks > 0, "data.nb_tracks", self.nb_tracks, "must be > 0")
@@ -85,6 +96,8 @@ class DataConfig:
         _check(self.excerpts_per_track > 0, "data.excerpts_per_track", self.excerpts_per_track,
                "must be > 0")
         _check(self.shuffle_buffer > 0, "data.shuffle_buffer", self.shuffle_buffer, "must be > 0")
+        _check(len(self.gain_range) == 2 and 0 < self.gain_range[0] <= self.gain_range[1],
+               "data.gain_range", list(self.gain_range), "must be [low, high] with 0 < low <= high")
 
 
 @dataclass

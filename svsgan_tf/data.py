@@ -31,31 +31,67 @@ def excerpt_samples(stft: STFTConfig, nb_frames: int) -> int:
     return (nb_frames - 1) * stft.hop_length + stft.n_fft
 
 
+def readable(track):
+    """A track with `read(start, length)` and `nb_samples`: data-set tracks as they are, in-memory
+    tracks with mixture/vocals/accompaniment arrays (the synthetic set) wrapped."""
+    if hasattr(track, "read"):
+        return track
+    from svsgan_tf.datasets import ArrayTrack
+
+    accompaniment = getattr(track, "accompaniment", None)
+    if accompaniment is None:
+        accompaniment = track.mixture - track.vocals
+    return ArrayTrack(track.name, track.vocals, accompaniment, track.sample_rate, track.mixture)
+
+
 def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per_track: int,
-                      seed: int, random: bool) -> tf.data.Dataset:
+                      seed: int, random: bool, augment: DataConfig | None = None) -> tf.data.Dataset:
     """Step 1: excerpts of (mixture, vocals), each (nb_samples, nb_channels).
 
     random=True draws `excerpts_per_track` random positions per track in a shuffled track order, new
     ones each epoch; random=False cuts every track into consecutive excerpts (validation). Tracks
-    shorter than an excerpt are zero-padded.
+    shorter than an excerpt are zero-padded. With `augment` (training only), each excerpt takes its
+    accompaniment from a random track (`random_mix`), scales each stem by a random gain
+    (`gain_range`) and swaps stereo channels at random (`channel_swap`); the mixture is then the sum.
     """
     rng = np.random.default_rng(seed)
+    tracks = [readable(t) for t in tracks]
 
-    def fit_length(track):
-        pad = max(0, nb_samples - track.mixture.shape[0])
-        return (np.pad(track.mixture, [(0, pad), (0, 0)]), np.pad(track.vocals, [(0, pad), (0, 0)]))
+    def start_of(track):
+        return int(rng.integers(0, max(1, track.nb_samples - nb_samples + 1)))
+
+    def stem(track, name, start):
+        audio = track.read(start, nb_samples)[name]
+        if augment is not None and augment.channel_swap and audio.shape[1] == 2 and rng.random() < 0.5:
+            audio = audio[:, ::-1]
+        if augment is not None:
+            audio = audio * np.float32(rng.uniform(*augment.gain_range))
+        return audio
+
+    def augmented(track, start):
+        vocals = stem(track, "vocals", start)
+        other = tracks[rng.integers(len(tracks))] if augment.random_mix else track
+        accompaniment = stem(other, "accompaniment", start_of(other) if augment.random_mix else start)
+        if accompaniment.shape[1] != vocals.shape[1]:
+            accompaniment = np.repeat(accompaniment.mean(1, keepdims=True), vocals.shape[1], axis=1)
+        return vocals + accompaniment, vocals
 
     def generate():
         order = rng.permutation(len(tracks)) if random else range(len(tracks))
         for index in order:
-            mixture, vocals = fit_length(tracks[index])
-            length = mixture.shape[0]
+            track = tracks[index]
             if random:
-                starts = rng.integers(0, length - nb_samples + 1, size=excerpts_per_track)
+                for _ in range(excerpts_per_track):
+                    start = start_of(track)
+                    if augment is not None:
+                        yield augmented(track, start)
+                    else:
+                        excerpt = track.read(start, nb_samples)
+                        yield excerpt["mixture"], excerpt["vocals"]
             else:
-                starts = range(0, length - nb_samples + 1, nb_samples)
-            for start in starts:
-                yield mixture[start:start + nb_samples], vocals[start:start + nb_samples]
+                for start in range(0, max(1, track.nb_samples - nb_samples + 1), nb_samples):
+                    excerpt = track.read(start, nb_samples)
+                    yield excerpt["mixture"], excerpt["vocals"]
 
     spec = tf.TensorSpec((nb_samples, None), tf.float32)              # channel count may vary
     return tf.data.Dataset.from_generator(generate, output_signature=(spec, spec))
@@ -99,14 +135,15 @@ def training_dataset(tracks: Sequence[TrackLike], config: Config, seed: int | No
     data, stft = config.data, config.stft
     seed = config.train.seed if seed is None else seed
     dataset = waveform_excerpts(tracks, excerpt_samples(stft, data.excerpt_frames),
-                                data.excerpts_per_track, seed, random=True)
+                                data.excerpts_per_track, seed, random=True,
+                                augment=data if data.augment else None)
     dataset = to_magnitude(split_channels(dataset), stft)
     if frame_shuffling(config):
         dataset = shuffle_frames(dataset, data.excerpt_frames, data.shuffle_buffer, seed)
     dataset = batch_examples(dataset, config.train.batch_size,
                              max(1, data.shuffle_buffer // data.excerpt_frames), seed, drop_remainder=True)
     # every track gives excerpts_per_track excerpts per channel, and frame shuffling keeps that count
-    nb_examples = sum(int(t.mixture.shape[1]) for t in tracks) * data.excerpts_per_track
+    nb_examples = sum(readable(t).nb_channels for t in tracks) * data.excerpts_per_track
     return dataset.apply(tf.data.experimental.assert_cardinality(nb_examples // config.train.batch_size))
 
 
@@ -117,7 +154,7 @@ def validation_dataset(tracks: Sequence[TrackLike], config: Config) -> tf.data.D
     dataset = to_magnitude(split_channels(dataset), stft)
     dataset = batch_examples(dataset, config.train.batch_size, None, 0, drop_remainder=False)
     nb_samples = excerpt_samples(stft, data.excerpt_frames)
-    nb_examples = sum(int(t.mixture.shape[1]) * max(1, t.mixture.shape[0] // nb_samples) for t in tracks)
+    nb_examples = sum(t.nb_channels * max(1, t.nb_samples // nb_samples) for t in map(readable, tracks))
     return dataset.apply(tf.data.experimental.assert_cardinality(-(-nb_examples // config.train.batch_size)))
 
 

@@ -29,26 +29,48 @@ def import_museval():
     return museval
 
 
-def bss_eval(references: dict[str, np.ndarray], estimates: dict[str, np.ndarray], sample_rate: int,
-             window_seconds: float = 1.0) -> dict[str, dict[str, float]]:
-    """museval.evaluate (BSS Eval v4) on one track, median over frames (NaN frames excluded).
+def bss_eval_frames(references: dict[str, np.ndarray], estimates: dict[str, np.ndarray], sample_rate: int,
+                    window_seconds: float = 1.0) -> dict[str, dict[str, np.ndarray]]:
+    """museval.evaluate (BSS Eval v4) on one track, frame by frame.
 
     Args:
         references, estimates: {target: (nb_samples, nb_channels)} with the same keys and shapes.
     Returns:
-        {target: {"SDR", "SIR", "SAR", "ISR": float}}; NaN when every frame is NaN (silent reference).
+        {target: {"SDR", "SIR", "SAR", "ISR": (nb_windows,) float64}}. A reference that is silent
+        over the whole track makes museval refuse the track: every value is then NaN.
     """
     museval = import_museval()
     targets = list(references)
     ref = np.stack([_as_2d(references[t]) for t in targets])       # (nb_targets, nb_samples, nb_channels)
     est = np.stack([_as_2d(estimates[t]) for t in targets])
     win = int(window_seconds * sample_rate)
+    if any(not np.any(r) for r in ref):
+        nb_windows = max(1, ref.shape[1] // win)
+        nan = np.full(nb_windows, np.nan)
+        return {t: {m: nan.copy() for m in METRICS} for t in targets}
     sdr, isr, sir, sar = museval.evaluate(ref, est, win=win, hop=win)
-    scores = {}
-    for index, target in enumerate(targets):
-        values = {"SDR": sdr[index], "SIR": sir[index], "SAR": sar[index], "ISR": isr[index]}
-        scores[target] = {name: _nanmedian(frames) for name, frames in values.items()}
-    return scores
+    return {t: {"SDR": sdr[i], "SIR": sir[i], "SAR": sar[i], "ISR": isr[i]} for i, t in enumerate(targets)}
+
+
+def median_over_frames(frames: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
+    """{target: {metric: frames}} -> {target: {metric: median over frames}}, NaN frames excluded."""
+    return {t: {m: _nanmedian(v) for m, v in metrics.items()} for t, metrics in frames.items()}
+
+
+def bss_eval(references: dict[str, np.ndarray], estimates: dict[str, np.ndarray], sample_rate: int,
+             window_seconds: float = 1.0) -> dict[str, dict[str, float]]:
+    """BSS Eval v4 medians over 1 s frames: {target: {"SDR", "SIR", "SAR", "ISR": float}}; NaN when
+    every frame is NaN (e.g. a silent reference)."""
+    return median_over_frames(bss_eval_frames(references, estimates, sample_rate, window_seconds))
+
+
+def museval_json(track_name: str, frames: dict[str, dict[str, np.ndarray]], window_seconds: float = 1.0) -> str:
+    """The track's frame scores in museval's own JSON format (museval.TrackStore)."""
+    museval = import_museval()
+    store = museval.TrackStore(track_name=track_name, win=window_seconds, hop=window_seconds)
+    for target, metrics in frames.items():
+        store.add_target(target_name=target, values={m: list(v) for m, v in metrics.items()})
+    return store.json
 
 
 def median_over_tracks(per_track: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -82,6 +104,7 @@ def _as_2d(x: np.ndarray) -> np.ndarray:
 
 
 def _nanmedian(values) -> float:
+    """Median without NaN (museval's aggregation); +-inf (a perfect frame) is kept."""
     values = np.asarray(values, np.float64)
-    values = values[np.isfinite(values)]
+    values = values[~np.isnan(values)]
     return float(np.median(values)) if values.size else float("nan")

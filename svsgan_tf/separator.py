@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from svsgan_tf.audio import check_waveform, resample
 from svsgan_tf.config import Config
-from svsgan_tf.spectral import griffin_lim, istft, stft, unit_phase
+from svsgan_tf.spectral import griffin_lim, istft, stft, unit_phase, wiener
 
 logger = logging.getLogger(__name__)
 
@@ -28,24 +28,30 @@ class Separator(tf.Module):
         generator: a MaskGenerator: (batch, nb_frames, nb_bins) magnitude -> mask in [0, 1].
         griffin_lim_iterations: 0 keeps the mixture phase (the paper's default); > 0 refines each
             stem's phase with that many fast Griffin-Lim iterations, starting from the mixture phase.
+        wiener_iterations: > 0 applies the multichannel Wiener post-filter with that many EM
+            iterations to the masked estimates (channels are filtered jointly).
     """
 
-    def __init__(self, config: Config, generator, griffin_lim_iterations: int = 0, name: str = "separator"):
+    def __init__(self, config: Config, generator, griffin_lim_iterations: int = 0, wiener_iterations: int = 0,
+                 name: str = "separator"):
         super().__init__(name=name)
-        if griffin_lim_iterations < 0:
-            raise ValueError("griffin_lim_iterations must be >= 0")
+        if griffin_lim_iterations < 0 or wiener_iterations < 0:
+            raise ValueError("griffin_lim_iterations and wiener_iterations must be >= 0")
+        if griffin_lim_iterations and wiener_iterations:
+            raise ValueError("choose either Griffin-Lim or the Wiener filter, not both")
         self.config = config
         self.generator = generator
         self.griffin_lim_iterations = int(griffin_lim_iterations)
+        self.wiener_iterations = int(wiener_iterations)
         self.sample_rate = config.stft.sample_rate
 
     @classmethod
-    def from_directory(cls, path: str, griffin_lim_iterations: int = 0) -> "Separator":
+    def from_directory(cls, path: str, griffin_lim_iterations: int = 0, wiener_iterations: int = 0) -> "Separator":
         """A Separator for the model directory at `path` (see model_io)."""
         from svsgan_tf.model_io import load_generator
 
         config, generator = load_generator(path)
-        return cls(config, generator, griffin_lim_iterations)
+        return cls(config, generator, griffin_lim_iterations, wiener_iterations)
 
     @property
     def min_samples(self) -> int:
@@ -55,6 +61,19 @@ class Separator(tf.Module):
     def mask(self, mixture_magnitude: tf.Tensor) -> tf.Tensor:
         """(batch, nb_frames, nb_bins) magnitude -> vocals mask in [0, 1], same shape."""
         return self.generator(mixture_magnitude, training=False)
+
+    def separate_magnitude(self, mixture_magnitude: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Separate magnitude frames, as `separate_waveform` does between its STFT and inverse STFT.
+
+        Args:
+            mixture_magnitude: (nb_channels, nb_frames, nb_bins) float32 mixture magnitude.
+        Returns:
+            {"mask": vocals mask in [0, 1], "vocals": mask * magnitude,
+             "accompaniment": (1 - mask) * magnitude}, each (nb_channels, nb_frames, nb_bins) float32.
+        """
+        mask = self.mask(mixture_magnitude)
+        return {"mask": mask, "vocals": mask * mixture_magnitude,
+                "accompaniment": (1.0 - mask) * mixture_magnitude}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform")])
     def separate_waveform(self, waveform: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -71,6 +90,9 @@ class Separator(tf.Module):
         magnitude = tf.abs(spectrogram)
         mask = self.mask(magnitude)
         stems = {"vocals": mask, "accompaniment": 1.0 - mask}
+        if self.wiener_iterations:
+            filtered = wiener([m * magnitude for m in stems.values()], spectrogram, self.wiener_iterations)
+            return {name: istft(y, nb_samples, n_fft, hop) for name, y in zip(stems, filtered)}
         if self.griffin_lim_iterations == 0:
             # estimated magnitude with the mixture phase: mask * |X| * e^{i angle X} = mask * X
             return {name: istft(tf.cast(m, tf.complex64) * spectrogram, nb_samples, n_fft, hop)
@@ -90,16 +112,39 @@ class Separator(tf.Module):
         Returns:
             {"vocals", "accompaniment"}: arrays shaped like `waveform`, at its sample rate.
         """
-        mono = np.ndim(waveform) == 1
-        rate = sample_rate or self.sample_rate
-        min_samples = -(-self.min_samples * rate // self.sample_rate)   # one frame at the input rate
-        audio = check_waveform(waveform, source, min_samples)           # (nb_samples, nb_channels)
-        nb_samples = audio.shape[0]
-        model_audio = resample(audio, rate, self.sample_rate)
-        result = self.separate_waveform(tf.constant(model_audio.T))     # (nb_channels, nb_samples)
-        stems = {}
-        for name in TARGETS:
-            stem = resample(result[name].numpy().T, self.sample_rate, rate)[:nb_samples]
-            stem = np.pad(stem, [(0, nb_samples - stem.shape[0]), (0, 0)])
-            stems[name] = stem[:, 0] if mono else stem
-        return stems
+        def run(model_audio: np.ndarray) -> dict[str, np.ndarray]:
+            result = self.separate_waveform(tf.constant(model_audio))
+            return {name: result[name].numpy() for name in TARGETS}
+
+        return separate_array(run, waveform, sample_rate, self.sample_rate, self.min_samples, source)
+
+
+def separate_array(separate_fn, waveform: np.ndarray, sample_rate: int | None, model_rate: int,
+                   min_samples: int, source: str = "<array>") -> dict[str, np.ndarray]:
+    """The NumPy side of `Separator.separate`, shared with the TF Serving client (serving/client.py).
+
+    Checks the waveform, resamples it to `model_rate`, calls `separate_fn` and resamples the stems back.
+
+    Args:
+        separate_fn: (nb_channels, nb_samples) float32 at `model_rate` -> {"vocals", "accompaniment"}
+            NumPy arrays of the same shape (`Separator.separate_waveform` or a remote call).
+        waveform: (nb_samples, nb_channels) or (nb_samples,) float audio.
+        sample_rate: its rate (None: `model_rate`).
+        min_samples: shortest input accepted at `model_rate` (one STFT frame).
+        source: name used in error messages.
+    Returns:
+        {"vocals", "accompaniment"}: arrays shaped like `waveform`, at its sample rate.
+    """
+    mono = np.ndim(waveform) == 1
+    rate = sample_rate or model_rate
+    min_input = -(-min_samples * rate // model_rate)               # one frame at the input rate
+    audio = check_waveform(waveform, source, min_input)             # (nb_samples, nb_channels)
+    nb_samples = audio.shape[0]
+    model_audio = resample(audio, rate, model_rate)
+    result = separate_fn(np.ascontiguousarray(model_audio.T))       # (nb_channels, nb_samples)
+    stems = {}
+    for name in TARGETS:
+        stem = resample(np.asarray(result[name]).T, model_rate, rate)[:nb_samples]
+        stem = np.pad(stem, [(0, nb_samples - stem.shape[0]), (0, 0)])
+        stems[name] = stem[:, 0] if mono else stem
+    return stems

@@ -128,3 +128,38 @@ class ISTFT(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "n_fft": self.n_fft, "hop_length": self.hop_length}
+
+
+def wiener(magnitudes: list[tf.Tensor], mixture: tf.Tensor, iterations: int = 1, eps: float = 1e-10) -> list[tf.Tensor]:
+    """Multichannel Wiener filter refined by expectation-maximisation (Nugraha et al. 2016, as in
+    norbert, the post-filter of Open-Unmix).
+
+    Args:
+        magnitudes: per source, (nb_channels, nb_frames, nb_bins) float32 magnitude estimates.
+        mixture: (nb_channels, nb_frames, nb_bins) complex64 mixture STFT.
+        iterations: EM iterations; each re-estimates the sources' power spectra and spatial
+            covariance matrices from the current complex estimates.
+    Returns:
+        per source, (nb_channels, nb_frames, nb_bins) complex64 estimates that add up to the mixture.
+    """
+    nb_channels = tf.shape(mixture)[0]
+    phase = unit_phase(mixture)
+    estimates = [tf.cast(m, tf.complex64) * phase for m in magnitudes]
+    x = tf.transpose(mixture, [1, 2, 0])[..., None]                        # (nb_frames, nb_bins, nb_channels, 1)
+    identity = tf.eye(nb_channels, dtype=tf.complex64)
+    for _ in range(iterations):
+        powers, covariances = [], []
+        for y in estimates:
+            y = tf.transpose(y, [1, 2, 0])                                 # (nb_frames, nb_bins, nb_channels)
+            power = tf.reduce_mean(tf.abs(y) ** 2, axis=-1)                # (nb_frames, nb_bins)
+            outer = y[..., :, None] * tf.math.conj(y[..., None, :])        # (nb_frames, nb_bins, C, C)
+            spatial = tf.reduce_sum(outer, axis=0) / tf.cast(
+                eps + tf.reduce_sum(power, axis=0)[:, None, None], tf.complex64)       # (nb_bins, C, C)
+            powers.append(power)
+            covariances.append(spatial)
+        mix_cov = sum(tf.cast(p[..., None, None], tf.complex64) * r[None] for p, r in zip(powers, covariances))
+        mix_cov += tf.cast(eps, tf.complex64) * identity                   # (nb_frames, nb_bins, C, C)
+        inverse_x = tf.linalg.solve(mix_cov, x)                            # (nb_frames, nb_bins, C, 1)
+        estimates = [tf.transpose(tf.squeeze(tf.cast(p[..., None, None], tf.complex64) * r[None] @ inverse_x, -1),
+                                  [2, 0, 1]) for p, r in zip(powers, covariances)]
+    return estimates

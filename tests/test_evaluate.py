@@ -1,0 +1,84 @@
+"""Evaluation: museval numbers equal a direct museval call, reference rows, NaN handling, the CLI."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from svsgan_tf.datasets import ArrayTrack, load_dataset
+from svsgan_tf.evaluate import evaluate_tracks, summarize
+from svsgan_tf.separator import Separator
+from svsgan_tf.synthetic import make_track
+from tests.conftest import shared_file
+from tests.test_cli import run
+
+
+def synthetic_track(seed, rate=8000):
+    t = make_track(seed, duration=3.0, sample_rate=rate)
+    return ArrayTrack(f"song{seed}", t.vocals, t.accompaniment, rate, t.mixture)
+
+
+def test_scores_equal_a_direct_museval_call(tiny_model_dir):
+    from svsgan_tf.evaluation import import_museval
+
+    museval = import_museval()
+    separator = Separator.from_directory(tiny_model_dir)
+    track = synthetic_track(1)
+    result = evaluate_tracks([track], separator, quiet=True)
+    estimates = separator.separate(track.mixture, 8000)
+    sdr, isr, sir, sar = museval.evaluate(np.stack([track.vocals, track.accompaniment]),
+                                          np.stack([estimates["vocals"], estimates["accompaniment"]]),
+                                          win=8000, hop=8000)
+    scores = result.scores["model"]["song1"]
+    assert scores["vocals"]["SDR"] == pytest.approx(np.nanmedian(sdr[0]), abs=1e-6)
+    assert scores["accompaniment"]["SIR"] == pytest.approx(np.nanmedian(sir[1]), abs=1e-6)
+    assert scores["vocals"]["SAR"] == pytest.approx(np.nanmedian(sar[0]), abs=1e-6)
+
+
+def test_silent_reference_gives_nan_excluded_from_medians(tiny_model_dir):
+    t = make_track(2, duration=3.0, sample_rate=8000)
+    silent = ArrayTrack("instrumental", np.zeros_like(t.vocals), t.accompaniment, 8000)
+    result = evaluate_tracks([synthetic_track(3), silent], Separator.from_directory(tiny_model_dir), quiet=True)
+    summary = summarize(result)
+    assert np.isnan(summary["tracks"]["instrumental"]["vocals"]["SDR"])
+    assert summary["median"]["vocals"]["SDR"] == pytest.approx(summary["tracks"]["song3"]["vocals"]["SDR"])
+    assert summary["nan_tracks"]["model/vocals"] == ["instrumental"]
+
+
+def test_oracle_beats_mixture_on_a_real_clip():
+    folder = shared_file("fixtures", "falcon69")
+    import os
+
+    stems = {n: sf.read(os.path.join(folder, f"{n}.wav"), dtype="float32")[0]
+             for n in ("vocals", "accompaniment")}
+    track = ArrayTrack("falcon69", stems["vocals"], stems["accompaniment"], 44100)
+    result = evaluate_tracks([track], rows=("mixture", "oracle"), quiet=True)
+    oracle, mixture = result.scores["oracle"]["falcon69"], result.scores["mixture"]["falcon69"]
+    assert oracle["vocals"]["SDR"] > mixture["vocals"]["SDR"] + 3
+    assert oracle["accompaniment"]["SDR"] > mixture["accompaniment"]["SDR"]
+
+
+def test_evaluate_cli_writes_summary_tables_and_figures(tiny_model_dir, tmp_path):
+    data = tmp_path / "data"
+    for seed in (4, 5):
+        t = make_track(seed, duration=2.0, sample_rate=8000)
+        (data / f"song{seed}").mkdir(parents=True)
+        sf.write(data / f"song{seed}" / "mixture.wav", t.mixture, 8000)
+        sf.write(data / f"song{seed}" / "vocals.wav", t.vocals, 8000)
+    (data / "broken").mkdir()
+    (data / "broken" / "vocals.wav").write_bytes(b"no audio")
+    (data / "broken" / "mixture.wav").write_bytes(b"no audio")
+    out = tmp_path / "eval"
+    result = run("svsgan_tf.evaluate", "--data", data, "--subset", "none", "--model", tiny_model_dir,
+                 "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "broken" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["tracks"]) == {"song4", "song5"}
+    assert set(summary["median"]) == {"vocals", "accompaniment"}
+    assert set(summary["median"]["vocals"]) == {"SDR", "SIR", "SAR"}
+    assert set(summary["reference"]) == {"mixture", "oracle"}
+    assert summary["reference"]["oracle"]["median"]["vocals"]["SDR"] > summary["reference"]["mixture"]["median"]["vocals"]["SDR"]
+    assert any("broken" in line for line in summary["skipped"])
+    assert (out / "museval" / "song4.json").exists() and (out / "results.md").exists()
+    assert (out / "vocals_sdr.png").stat().st_size > 0 and (out / "spectrogram.png").stat().st_size > 0
