@@ -123,3 +123,21 @@ def test_separate_rejects_a_missing_model_in_one_line(tmp_path):
     sf.write(wav, np.zeros((4000, 1)), 8000)
     assert_one_line_error(run("svsgan_tf.separate", wav, "--out", tmp_path / "o", "--model", tmp_path / "nope"),
                           str(tmp_path / "nope"), "not found")
+
+
+def test_experiment_prints_the_table_with_seeds_and_significance(tmp_path):
+    skip = ("data.nb_tracks", "data.validation_tracks", "train.pretrain_epochs", "train.gan_epochs")
+    flags = [item for key, value in TINY.items() if key not in skip
+             for item in ("--set", f"{key}={json.dumps(value)}")]
+    result = run("svsgan_tf.experiment", "--out", tmp_path, "--pretrain-epochs", 1, "--finetune-epochs", 1,
+                 "--train-tracks", 3, "--validation-tracks", 1, "--test-songs", 3, "--seeds", 2, "--quiet",
+                 *flags)
+    assert result.returncode == 0, result.stderr
+    for row in ("Mixture", "Oracle", "Encoder", "Encoder-GAN", "RNN", "RNN-GAN", "Wilcoxon"):
+        assert f"| {row}" in result.stdout or row in result.stdout, row
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert set(scores["models"]) == {"0", "1"}
+    stats = scores["statistics"]
+    assert len(stats["models"]["RNN-GAN"]["median_per_seed"]) == 2
+    assert 0.0 <= stats["significance"]["Encoder-GAN"]["p_value"] <= 1.0
+    assert stats["models"]["Oracle"]["median_mean"] > stats["models"]["Mixture"]["median_mean"]
