@@ -7,6 +7,7 @@ import keras
 import tensorflow as tf
 
 from svsgan_tf.config import PHASES, TrainConfig
+from svsgan_tf.distribute import is_multi_worker
 from svsgan_tf.losses import discriminator_loss, generalized_kl, generator_adversarial_loss
 from svsgan_tf.models.discriminator import Discriminator
 from svsgan_tf.models.generator import MaskGenerator
@@ -21,6 +22,11 @@ class SVSGAN(keras.Model):
     Phase `pretrain` updates G alone with the generalized KL divergence; phase `gan` alternates a D
     update on real (vocals, mixture) against fake (G(mixture), mixture) and a G update on
     adversarial_weight * -log D(G(z), z) + kl_weight * KL. Switch with `set_phase`.
+
+    Under a tf.distribute strategy each replica gets its part of the global batch. Every loss is a
+    per-example (batch,) value averaged over the global batch with `tf.nn.compute_average_loss`, since
+    gradients are summed across replicas; the trackers take the unscaled per-example values, so the
+    logs are true means. Training needs equal per-replica batches (`check_global_batch`).
     """
 
     def __init__(self, generator: MaskGenerator, discriminator: Discriminator, train_config: TrainConfig,
@@ -38,12 +44,27 @@ class SVSGAN(keras.Model):
         self.d_fake_tracker = keras.metrics.Mean(name="d_fake")
 
     def compile(self, g_optimizer, d_optimizer, **kwargs):
-        """Attach one optimizer per network (keras-io GAN convention) and build both."""
-        super().compile(**kwargs)
+        """Attach one optimizer per network (keras-io GAN convention) and build both.
+
+        Call inside the strategy scope: the optimizers' slots must be created there. `self.optimizer` is
+        G's optimizer (G takes one step per training step in both phases), so callbacks that count
+        steps with `model.optimizer.iterations` (TensorBoard) count training steps; without it Keras
+        would attach an unused default RMSprop.
+        """
+        super().compile(optimizer=g_optimizer, **kwargs)
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Skip Keras' build-from-a-peeked-batch at the start of fit (Keras 3.15, TF backend).
+
+        SVSGAN and both optimizers are built before fit. The peek would read a batch from the data
+        pipeline (shifting the generator's random draws, so strategy and single-device runs would see
+        different data) and, under MultiWorkerMirroredStrategy, reduces that batch with
+        `strategy.reduce` in eager mode, which fails ("Attempt to convert a value (PerReplica...)").
+        """
 
     @property
     def metrics(self):
@@ -81,7 +102,7 @@ class SVSGAN(keras.Model):
         self.g_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         # 3. track the unscaled per-example values
         self.kl_tracker.update_state(kl)
-        return {"kl": self.kl_tracker.result()}
+        return self._logs({"kl": self.kl_tracker.result()})
 
     def _gan_step(self, mixture, vocals):
         cfg = self.train_config
@@ -111,10 +132,28 @@ class SVSGAN(keras.Model):
         self.d_loss_tracker.update_state(d_loss)
         self.d_real_tracker.update_state(tf.reduce_mean(tf.sigmoid(real_logits), axis=-1))
         self.d_fake_tracker.update_state(tf.reduce_mean(tf.sigmoid(fake_logits), axis=-1))
-        return {m.name: m.result() for m in self.metrics}
+        return self._logs({m.name: m.result() for m in self.metrics})
 
     def test_step(self, data):
-        mixture, vocals = data
-        kl = generalized_kl(vocals, self(mixture, training=False), self.train_config.eps)
+        mixture, vocals = data                                 # (batch, nb_frames, nb_bins) each
+        # 1. per-example KL of the estimate, tracked unscaled
+        kl = generalized_kl(vocals, self(mixture, training=False), self.train_config.eps)  # (batch,)
         self.kl_tracker.update_state(kl)
-        return {"kl": self.kl_tracker.result()}
+        # 2. the running mean over all replicas' examples: the last validation batch can split unevenly
+        #    (or leave a replica empty), where a mean of per-replica means would be biased
+        total, count = tf.identity(self.kl_tracker.total.value), tf.identity(self.kl_tracker.count.value)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            total, count = context.all_reduce(tf.distribute.ReduceOp.SUM, [total, count])
+        return self._logs({"kl": tf.math.divide_no_nan(total, count)})
+
+    def _logs(self, values: dict) -> dict:
+        """Step outputs {name: scalar} in the form Keras reduces across replicas.
+
+        Keras 3.15 averages step outputs with `strategy.reduce("MEAN", value, axis=0)` under
+        multi-worker training, which fails on scalars (keras-team/keras#20585), so there each value
+        gets a leading axis of length 1; the reduced logs are scalars again.
+        """
+        if is_multi_worker(self.distribute_strategy):
+            return {name: tf.reshape(value, (1,)) for name, value in values.items()}
+        return values

@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override any config value, e.g. --set model.lstm_units=128 (repeatable)")
     parser.add_argument("--init-model", default=None, help="model directory to start G (and D) from")
     parser.add_argument("--out", default="runs/svsgan", help="run directory: model/, backup/, logs/ (default %(default)s)")
+    parser.add_argument("--strategy", default="auto", metavar="{auto,one,mirrored,multiworker}",
+                        help="tf.distribute strategy: auto (mirrored with > 1 GPU, else one device), one, "
+                             "mirrored (all GPUs of this machine), multiworker (the cluster in TF_CONFIG); "
+                             "default %(default)s")
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     return parser
@@ -58,10 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
     cli.start_tensorflow(args.quiet)
+    from svsgan_tf.distribute import make_strategy
     from svsgan_tf.training import train
 
-    result = train(config, args.out, init_model=args.init_model, verbose=0 if args.quiet else "auto",
-                   tensorboard=not args.no_tensorboard)
+    strategy = make_strategy(args.strategy)        # before any op: a multi-worker cluster forms here
+    result = train(config, args.out, init_model=args.init_model, strategy=strategy,
+                   verbose=0 if args.quiet else "auto", tensorboard=not args.no_tensorboard)
     final = {k: round(float(v[-1]), 4) for k, v in result.history.items() if v}
     print(f"model written to {os.path.abspath(result.model_dir)}; last epoch: {final}")
     return 0

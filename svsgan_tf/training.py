@@ -1,6 +1,7 @@
 """Training as a library function: data, models, optimizers, callbacks and the two-phase `fit`."""
 from __future__ import annotations
 
+import csv
 import dataclasses
 import logging
 import os
@@ -10,8 +11,10 @@ import keras
 import tensorflow as tf
 
 from svsgan_tf import data as data_lib
+from svsgan_tf import distribute
 from svsgan_tf.config import Config, git_commit
 from svsgan_tf.errors import ConfigError, DataError
+from svsgan_tf.io_utils import atomic_write_text
 from svsgan_tf.model_io import load_discriminator, load_generator, save_model
 from svsgan_tf.models import build_discriminator, build_generator
 from svsgan_tf.runtime import set_seed
@@ -62,6 +65,50 @@ class SaveModelDir(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         save_model(self.path, self.config, self.model.generator, self.model.discriminator)
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """history.csv: one row per finished epoch, with fixed columns for both phases and G's and D's
+    step counts (optimizer iterations), appended across resumed runs.
+
+    Keras' CSVLogger fixes its columns at the first epoch it logs: it drops the GAN losses after a KL
+    epoch and writes them under the KL header when a run resumes in the GAN phase. Rows of epochs that
+    a resumed run trains again (killed after logging, before its backup) are dropped when it starts.
+    """
+
+    COLUMNS = ("epoch", "phase", "g_steps", "d_steps", "kl", "val_kl", "g_loss", "g_adversarial",
+               "d_loss", "d_real", "d_fake")
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.first_epoch = True
+
+    def on_train_begin(self, logs=None):
+        self.first_epoch = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self.first_epoch or not os.path.isfile(self.path):
+            return
+        self.first_epoch = False
+        with open(self.path, newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.DictReader(handle) if int(row.get("epoch") or 0) < epoch]
+        atomic_write_text(self.path, self._format(rows, header=True))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.first_epoch = False
+        row = {name: value for name, value in (logs or {}).items() if name in self.COLUMNS}
+        row.update(epoch=epoch, phase=self.model.phase,
+                   g_steps=int(self.model.g_optimizer.iterations.numpy()),
+                   d_steps=int(self.model.d_optimizer.iterations.numpy()))
+        header = not os.path.isfile(self.path) or os.path.getsize(self.path) == 0
+        with open(self.path, "a", newline="", encoding="utf-8") as handle:
+            handle.write(self._format([row], header))
+
+    def _format(self, rows, header: bool) -> str:
+        lines = [",".join(self.COLUMNS)] if header else []
+        lines += [",".join(str(row.get(name, "")) for name in self.COLUMNS) for row in rows]
+        return "".join(line + "\n" for line in lines)
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
@@ -123,35 +170,47 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
     Tracks default to config.data.source; validation tracks are used for val_kl when given.
     """
     config = dataclasses.replace(config, git_commit=git_commit()).validate()
+    strategy = distribute.make_strategy(strategy)           # first: a cluster must form before any op
+    distribute.check_global_batch(config.train.batch_size, strategy)
+    chief = distribute.is_chief(strategy)
     set_seed(config.train.seed)
+    check_resumable(out_dir, config)
+    model_dir, backup_dir = os.path.join(out_dir, "model"), os.path.join(out_dir, "backup")
+    done = distribute.backup_epoch(backup_dir)
+    if done is not None and done >= config.train.epochs and os.path.isdir(model_dir):
+        logger.info("%s: finished already (%d epochs), nothing to do", out_dir, done)
+        return TrainResult(model_dir=model_dir, history={}, config=config)
     if tracks is None:
         tracks, validation_tracks = load_tracks(config)
     if not tracks:
         raise DataError("training data: no tracks")
-    check_resumable(out_dir, config)
-    os.makedirs(out_dir, exist_ok=True)
-    config.save(os.path.join(out_dir, "config.json"))
+    if chief:
+        os.makedirs(out_dir, exist_ok=True)
+        config.save(os.path.join(out_dir, "config.json"))
 
     train_ds = data_lib.training_dataset(tracks, config)
     valid_ds = data_lib.validation_dataset(validation_tracks, config) if validation_tracks else None
-    strategy = strategy or tf.distribute.get_strategy()
+    train_ds = distribute.shard_by_data(train_ds)
+    if valid_ds is not None:
+        valid_ds = distribute.shard_by_data(valid_ds)
     with strategy.scope():
         model = build_svsgan(config, init_model)
     if not init_model:
         model.generator.set_input_statistics(*data_lib.input_statistics(train_ds))
 
-    model_dir = os.path.join(out_dir, "model")
-    callbacks = [
-        PhaseSchedule(config),
-        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), delete_checkpoint=False),
-        SaveModelDir(model_dir, config),
-        keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
-    ]
-    if tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")))
+    callbacks = [PhaseSchedule(config)]
+    if chief:                       # only the chief writes the model directories, the history and logs
+        callbacks += [
+            SaveModelDir(model_dir, config),
+            HistoryCSV(os.path.join(out_dir, "history.csv")),
+        ]
+        if tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")))
+    # last: an epoch counts as done (and is skipped on resume) only once it is exported and logged
+    callbacks.append(distribute.backup_and_restore(backup_dir, strategy))
     history = model.fit(train_ds, validation_data=valid_ds, epochs=config.train.epochs,
                         steps_per_epoch=config.train.steps_per_epoch, callbacks=callbacks, verbose=verbose,
                         shuffle=False)
-    if not os.path.isdir(model_dir):
+    if chief and not os.path.isdir(model_dir):
         save_model(model_dir, config, model.generator, model.discriminator)
     return TrainResult(model_dir=model_dir, history=dict(history.history), config=config)
