@@ -56,15 +56,25 @@ class PhaseSchedule(keras.callbacks.Callback):
 
 
 class SaveModelDir(keras.callbacks.Callback):
-    """After every epoch, write a complete model directory (config + weights) atomically."""
+    """After every epoch, write a complete model directory (config + weights) atomically to `path`;
+    when the logs carry `monitor`, also keep the best epoch so far in `best_path`."""
 
-    def __init__(self, path: str, config: Config):
+    def __init__(self, path: str, config: Config, best_path: str | None = None, monitor: str = "val_kl"):
         super().__init__()
         self.path = path
         self.config = config
+        self.best_path = best_path
+        self.monitor = monitor
+        self.best = float("inf")
 
     def on_epoch_end(self, epoch, logs=None):
         save_model(self.path, self.config, self.model.generator, self.model.discriminator)
+        value = (logs or {}).get(self.monitor)
+        if self.best_path and value is not None and float(value) < self.best:
+            self.best = float(value)
+            save_model(self.best_path, self.config, self.model.generator, self.model.discriminator)
+            logger.info("epoch %d: best %s so far (%.4f), saved to %s", epoch + 1, self.monitor, self.best,
+                        self.best_path)
 
 
 class HistoryCSV(keras.callbacks.Callback):
@@ -118,13 +128,35 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     return OPTIMIZERS[name](learning_rate=learning_rate)
 
 
-def load_tracks(config: Config):
-    """Training and validation tracks for config.data.source."""
-    if config.data.source != "synthetic":
-        raise DataError(f"{config.data.source}: unknown data source (this version reads 'synthetic')")
-    tracks = data_lib.synthetic_tracks(config.data, config.stft, seed=config.train.seed)
-    nb_valid = config.data.validation_tracks
-    return tracks[nb_valid:], tracks[:nb_valid]
+def load_tracks(config: Config, quiet: bool = False):
+    """(training tracks, validation tracks) for config.data.source plus config.data.extra_sources.
+
+    The source's train subset is split: its last `validation_tracks` songs are held out. Small sets are
+    decoded into memory once; unusable tracks are skipped with a warning and listed at the end.
+    """
+    data = config.data
+    if data.source == "synthetic":
+        tracks = data_lib.synthetic_tracks(data, config.stft, seed=config.train.seed)
+        return tracks[data.validation_tracks:], tracks[:data.validation_tracks]
+    from svsgan_tf.datasets import load_dataset, materialize
+
+    report = load_dataset(data.source, "train", config.stft.sample_rate)
+    tracks, skipped = materialize(report.tracks, quiet=quiet)
+    if len(tracks) <= data.validation_tracks:
+        raise DataError(f"{data.source}: {len(tracks)} usable tracks, need more than "
+                        f"data.validation_tracks={data.validation_tracks}")
+    split = len(tracks) - data.validation_tracks
+    training, validation = tracks[:split], tracks[split:]
+    for extra in data.extra_sources:
+        extra_report = load_dataset(extra, "train", config.stft.sample_rate)
+        extra_tracks, extra_skipped = materialize(extra_report.tracks, quiet=quiet)
+        training += extra_tracks
+        skipped += extra_report.skipped + extra_skipped
+    skipped = report.skipped + skipped
+    if skipped:
+        logger.warning("%d tracks skipped:\n  %s", len(skipped), "\n  ".join(skipped))
+    logger.info("%d training and %d validation tracks", len(training), len(validation))
+    return training, validation
 
 
 def check_resumable(out_dir: str, config: Config) -> None:
@@ -201,7 +233,7 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
     callbacks = [PhaseSchedule(config)]
     if chief:                       # only the chief writes the model directories, the history and logs
         callbacks += [
-            SaveModelDir(model_dir, config),
+            SaveModelDir(model_dir, config, os.path.join(out_dir, "best_model")),
             HistoryCSV(os.path.join(out_dir, "history.csv")),
         ]
         if tensorboard:
