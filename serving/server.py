@@ -1,0 +1,472 @@
+"""`python -m serving.server --port N --model_name NAME --model_base_path BASE`: TF Serving's gRPC API.
+
+`tensorflow_model_server` has no PyPI or Debian package, so this is a stand-in written with grpcio that
+speaks the same protocol for what svsgan_tf uses: PredictionService.Predict and GetModelMetadata, and
+ModelService.GetModelStatus (Classify, Regress, MultiInference answer UNIMPLEMENTED). Like the real
+server it serves the newest numeric version folder under each model base path. It loads each model once
+and keeps its signatures (no reload, no retracing per request), checks every request against the
+signature before running it, and answers with these gRPC status codes:
+
+    unknown model, version or version label                NOT_FOUND
+    unknown signature                                      NOT_FOUND (the real server: FAILED_PRECONDITION)
+    missing or extra input, wrong dtype, rank or shape,
+    unparsable tensor, unknown output_filter name,
+    bad values the graph rejects (too-short audio, NaN)    INVALID_ARGUMENT
+    message over --max_message_mb, or a tensor whose
+    declared shape needs more bytes than that              RESOURCE_EXHAUSTED
+    any other failure while running                        INTERNAL
+
+It listens on 127.0.0.1 unless --host says otherwise (the real server listens on every interface).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import os
+import re
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+from svsgan_tf import cli
+from svsgan_tf.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8500
+DEFAULT_MAX_MESSAGE_MB = 64.0
+DEFAULT_SIGNATURE = "serving_default"
+SERVE_TAG = "serve"
+
+
+class RequestError(Exception):
+    """A request the server refuses: a grpc.StatusCode and a one-line message for the client."""
+
+    def __init__(self, code, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Signature:
+    """One callable signature of a loaded SavedModel.
+
+    `function` is the loaded concrete function (called with keyword tensors, returns a dict);
+    `inputs` and `outputs` map each alias to its tf.TensorSpec.
+    """
+
+    name: str
+    function: Any
+    inputs: dict
+    outputs: dict
+
+
+@dataclass
+class Servable:
+    """A loaded model version: its signatures and the SignatureDefs that GetModelMetadata returns."""
+
+    name: str
+    version: int
+    path: str
+    signatures: dict
+    signature_defs: dict
+    saved_model: Any            # the loaded object; holds the variables the functions read
+
+
+def newest_version(base_path: str) -> tuple[int, str]:
+    """(version, folder) of the newest numeric version under `base_path`; ConfigError if none."""
+    from svsgan_tf.export import existing_versions
+
+    if not os.path.isdir(base_path):
+        raise ConfigError(f"{base_path}: model base path not found")
+    versions = existing_versions(base_path)
+    if not versions:
+        raise ConfigError(f"{base_path}: no version folder (expected {base_path}/<number>/saved_model.pb)")
+    return versions[-1], os.path.join(base_path, str(versions[-1]))
+
+
+def load_servable(name: str, base_path: str) -> Servable:
+    """Load the newest version under `base_path` once, with its signatures and SignatureDefs."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    version, path = newest_version(base_path)
+    pb_path = os.path.join(path, "saved_model.pb")
+    if not os.path.isfile(pb_path):
+        raise ConfigError(f"{path}: not a SavedModel (no saved_model.pb)")
+    try:
+        loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
+        proto = saved_model_pb2.SavedModel()
+        with open(pb_path, "rb") as handle:
+            proto.ParseFromString(handle.read())
+    except (OSError, ValueError, RuntimeError, tf.errors.OpError) as err:
+        raise ConfigError(f"{path}: cannot load the SavedModel ({_first_line(err)})") from None
+    meta_graph = next((m for m in proto.meta_graphs if SERVE_TAG in m.meta_info_def.tags), proto.meta_graphs[0])
+    signatures = {}
+    for key, function in loaded.signatures.items():
+        _, inputs = function.structured_input_signature
+        signatures[key] = Signature(key, function, dict(inputs), dict(function.structured_outputs))
+    signature_defs = {key: meta_graph.signature_def[key] for key in signatures if key in meta_graph.signature_def}
+    logger.info("loaded model %s version %d from %s: signatures %s", name, version, path,
+                ", ".join(sorted(signatures)))
+    return Servable(name, version, path, signatures, signature_defs, loaded)
+
+
+def models_from_config_file(path: str) -> list[tuple[str, str]]:
+    """(name, base_path) of each model in a TF Serving model_config_list text file."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read model config file ({err.strerror})") from None
+    except text_format.ParseError as err:
+        raise ConfigError(f"{path}: not a model_config_list text file ({err})") from None
+    entries = [(c.name, c.base_path) for c in config.model_config_list.config]
+    if not entries:
+        raise ConfigError(f"{path}: no model in model_config_list")
+    return entries
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _shape_text(dims) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def _dtype_name(enum: int) -> str:
+    import tensorflow as tf
+    from tensorflow.core.framework import types_pb2
+
+    try:
+        return tf.dtypes.as_dtype(enum).name
+    except TypeError:
+        return types_pb2.DataType.Name(enum) if enum in types_pb2.DataType.values() else str(enum)
+
+
+def graph_error_message(err) -> str:
+    """The useful line of a TensorFlow error: the assertion's own text when an Assert op failed."""
+    text = getattr(err, "message", str(err))
+    found = re.search(r"assertion failed: \[(.*?)\]", text)
+    if found:
+        return found.group(1)
+    noise = ("Graph execution error", "Detected at node", "<stack traces unavailable>")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(noise)]
+    return (lines[0] if lines else type(err).__name__).split(" [[")[0].split("\t [[")[0]
+
+
+def parse_inputs(signature: Signature, request, max_tensor_bytes: int) -> dict:
+    """Check a PredictRequest's inputs against `signature`; return {alias: np.ndarray}.
+
+    Raises RequestError: INVALID_ARGUMENT for a missing or extra input, a wrong dtype, rank or static
+    dimension, or a tensor that does not parse; RESOURCE_EXHAUSTED for a declared shape whose size
+    exceeds `max_tensor_bytes` (checked before any memory is allocated for it).
+    """
+    import grpc
+    import tensorflow as tf
+
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    sent, expected = set(request.inputs), set(signature.inputs)
+    if sent != expected:
+        raise RequestError(invalid, (
+            f"input size does not match signature {signature.name!r}: sent {{{', '.join(sorted(sent))}}}, "
+            f"expected {{{', '.join(sorted(expected))}}}; missing: {{{', '.join(sorted(expected - sent))}}}, "
+            f"extra: {{{', '.join(sorted(sent - expected))}}}"))
+    arrays = {}
+    for alias in sorted(request.inputs):
+        proto, spec = request.inputs[alias], signature.inputs[alias]
+        where = f"input {alias!r} of signature {signature.name!r}"
+        if proto.dtype != spec.dtype.as_datatype_enum:
+            raise RequestError(invalid, f"{where}: expected dtype {spec.dtype.name}, got {_dtype_name(proto.dtype)}")
+        wanted = spec.shape.as_list()
+        if proto.tensor_shape.unknown_rank:
+            raise RequestError(invalid, f"{where}: expected shape {_shape_text(wanted)}, got a tensor of unknown rank")
+        dims = [d.size for d in proto.tensor_shape.dim]
+        if (len(dims) != len(wanted) or any(d < 0 for d in dims)
+                or any(w is not None and w != d for w, d in zip(wanted, dims))):
+            raise RequestError(invalid, f"{where}: expected shape {_shape_text(wanted)}, got {_shape_text(dims)}")
+        item_bytes = 1 if spec.dtype == tf.string else spec.dtype.size
+        nb_bytes = math.prod(dims) * item_bytes
+        if nb_bytes > max_tensor_bytes:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"{where}: shape {_shape_text(dims)} needs {nb_bytes} bytes, more than "
+                               f"this server's limit of {max_tensor_bytes} bytes (--max_message_mb)")
+        try:
+            arrays[alias] = _to_array(proto, spec.dtype, dims, nb_bytes)
+        except (ValueError, TypeError) as err:
+            raise RequestError(invalid, f"{where}: tensor parsing error ({_first_line(err)})") from None
+    return arrays
+
+
+def _to_array(proto, dtype, dims: list[int], nb_bytes: int):
+    """The array of a checked TensorProto; a read-only view of `tensor_content` when it has one (no copy)."""
+    import numpy as np
+    import tensorflow as tf
+
+    content = proto.tensor_content
+    if not content or dtype == tf.string:
+        return tf.make_ndarray(proto)
+    if len(content) != nb_bytes:
+        raise ValueError(f"tensor_content has {len(content)} bytes, shape {_shape_text(dims)} needs {nb_bytes}")
+    return np.frombuffer(content, dtype.as_numpy_dtype).reshape(dims)
+
+
+def _fill_tensor(target, value) -> None:
+    """Write a NumPy array into the TensorProto `target` (tensor_content for numbers, like
+    tf.make_tensor_proto, without building and copying a second proto)."""
+    import numpy as np
+    import tensorflow as tf
+
+    value = np.asarray(value)
+    if value.dtype.kind in "OSU":
+        target.CopyFrom(tf.make_tensor_proto(value))
+        return
+    target.dtype = tf.as_dtype(value.dtype).as_datatype_enum
+    for size in value.shape:
+        target.tensor_shape.dim.add(size=size)
+    target.tensor_content = np.ascontiguousarray(value).tobytes()
+
+
+def run_signature(signature: Signature, arrays: dict, output_filter) -> dict:
+    """Run `signature` on checked inputs; return {alias: np.ndarray} for the requested outputs."""
+    import grpc
+    import tensorflow as tf
+
+    names = list(output_filter) or sorted(signature.outputs)
+    for name in names:
+        if name not in signature.outputs:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"output tensor alias not found in signature {signature.name!r}: {name}; "
+                               f"outputs are {{{', '.join(sorted(signature.outputs))}}}")
+    if len(set(names)) != len(names):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "duplicate output tensor alias in output_filter")
+    try:
+        outputs = signature.function(**{alias: tf.constant(value) for alias, value in arrays.items()})
+        return {name: outputs[name].numpy() for name in names}
+    except tf.errors.InvalidArgumentError as err:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, graph_error_message(err)) from None
+    except tf.errors.ResourceExhaustedError as err:
+        raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, graph_error_message(err)) from None
+    except tf.errors.OpError as err:
+        logger.error("signature %s failed: %s", signature.name, err)
+        raise RequestError(grpc.StatusCode.INTERNAL, graph_error_message(err)) from None
+
+
+def _find_servable(servables: dict, model_spec) -> Servable:
+    import grpc
+
+    servable = servables.get(model_spec.name)
+    if servable is None:
+        raise RequestError(grpc.StatusCode.NOT_FOUND,
+                           f"Servable not found for request: Latest({model_spec.name}); "
+                           f"this server serves {', '.join(sorted(servables))}")
+    if model_spec.HasField("version") and model_spec.version.value != servable.version:
+        raise RequestError(grpc.StatusCode.NOT_FOUND,
+                           f"Servable not found for request: Specific({model_spec.name}, {model_spec.version.value}); "
+                           f"loaded version: {servable.version}")
+    if model_spec.version_label:
+        raise RequestError(grpc.StatusCode.NOT_FOUND,
+                           f"version label {model_spec.version_label!r} of model {model_spec.name} is not defined "
+                           "(this server assigns no labels)")
+    return servable
+
+
+def _fill_model_spec(target, servable: Servable, signature_name: str | None = None) -> None:
+    target.name = servable.name
+    target.version.value = servable.version
+    if signature_name is not None:
+        target.signature_name = signature_name
+
+
+def _respond(context, handler, what: str):
+    """Run `handler()`; abort the RPC with the status of a RequestError (or INTERNAL), else return."""
+    import grpc
+
+    try:
+        return handler()
+    except RequestError as err:
+        error = err
+    except Exception as err:  # noqa: BLE001  (any bug becomes INTERNAL, the server keeps serving)
+        logger.exception("%s failed", what)
+        error = RequestError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {_first_line(err)}")
+    logger.info("%s: %s: %s", what, error.code.name, error.message)
+    context.abort(error.code, error.message)
+
+
+def make_servicers(servables: dict, max_tensor_bytes: int, max_concurrent_runs: int | None = None):
+    """(PredictionServiceServicer, ModelServiceServicer) over the loaded `servables`.
+
+    At most `max_concurrent_runs` signatures run at once (None: no limit); further requests wait their
+    turn. More parallel runs than cores only share the same cores, while each run holds its inputs,
+    spectrograms and outputs in memory: the limit bounds memory (on 2 cores, 8 clients got no fewer
+    requests per second with a limit of 2 than without one).
+    """
+    import grpc
+    from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
+                                         predict_pb2, prediction_service_pb2_grpc)
+
+    runs = threading.BoundedSemaphore(max_concurrent_runs) if max_concurrent_runs else contextlib.nullcontext()
+
+    class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+        """Predict and GetModelMetadata over the loaded servables."""
+
+        def Predict(self, request, context):  # noqa: N802  (gRPC method name)
+            def handle():
+                servable = _find_servable(servables, request.model_spec)
+                name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+                signature = servable.signatures.get(name)
+                if signature is None:
+                    raise RequestError(grpc.StatusCode.NOT_FOUND,
+                                       f"Serving signature key \"{name}\" not found; model {servable.name} has "
+                                       f"{', '.join(sorted(servable.signatures))}")
+                with runs:
+                    if not context.is_active():
+                        raise RequestError(grpc.StatusCode.CANCELLED, "the client cancelled or its deadline passed")
+                    arrays = parse_inputs(signature, request, max_tensor_bytes)
+                    outputs = run_signature(signature, arrays, request.output_filter)
+                response = predict_pb2.PredictResponse()
+                _fill_model_spec(response.model_spec, servable, name)
+                for alias, value in outputs.items():
+                    _fill_tensor(response.outputs[alias], value)
+                return response
+
+            return _respond(context, handle, f"Predict({request.model_spec.name})")
+
+        def GetModelMetadata(self, request, context):  # noqa: N802
+            def handle():
+                servable = _find_servable(servables, request.model_spec)
+                if not request.metadata_field:
+                    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       "GetModelMetadataRequest must specify at least one metadata_field")
+                for field in request.metadata_field:
+                    if field != "signature_def":
+                        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                           f"Metadata field {field} is not supported (only signature_def)")
+                response = get_model_metadata_pb2.GetModelMetadataResponse()
+                _fill_model_spec(response.model_spec, servable)
+                signature_map = get_model_metadata_pb2.SignatureDefMap()
+                for key, signature_def in servable.signature_defs.items():
+                    signature_map.signature_def[key].CopyFrom(signature_def)
+                response.metadata["signature_def"].Pack(signature_map)
+                return response
+
+            return _respond(context, handle, f"GetModelMetadata({request.model_spec.name})")
+
+    class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+        """GetModelStatus: each loaded model has one version, AVAILABLE."""
+
+        def GetModelStatus(self, request, context):  # noqa: N802
+            def handle():
+                servable = _find_servable(servables, request.model_spec)
+                response = get_model_status_pb2.GetModelStatusResponse()
+                status = response.model_version_status.add()
+                status.version = servable.version
+                status.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+                return response
+
+            return _respond(context, handle, f"GetModelStatus({request.model_spec.name})")
+
+    return PredictionService(), ModelService()
+
+
+def build_server(servables: dict, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                 max_message_bytes: int = int(DEFAULT_MAX_MESSAGE_MB * 2 ** 20), max_threads: int = 16,
+                 max_concurrent_runs: int | None = None):
+    """A grpc.Server for `servables`, not started yet; returns (server, bound port).
+
+    Requests larger than `max_message_bytes` are refused by gRPC with RESOURCE_EXHAUSTED; responses are
+    not limited (the real server allows 2 GiB both ways). SO_REUSEPORT is off, so a port in use is an
+    error instead of a second server silently sharing it.
+    """
+    import grpc
+    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="grpc"),
+        options=[("grpc.max_receive_message_length", max_message_bytes),
+                 ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
+    prediction, model = make_servicers(servables, max_message_bytes, max_concurrent_runs)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(model, server)
+    address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise ConfigError(f"{address}: cannot listen (port in use, or an address of no local interface)")
+    return server, bound
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.server",
+        description="Serve SavedModels over TF Serving's gRPC API (Predict, GetModelMetadata, GetModelStatus).")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"gRPC port (default {DEFAULT_PORT}; 0: any free port)")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 for every interface)")
+    parser.add_argument("--model_name", default="default", help="name clients use in model_spec.name (default: default)")
+    parser.add_argument("--model_base_path", default=None,
+                        help="folder of numbered versions, BASE/<version>/saved_model.pb; the newest is served")
+    parser.add_argument("--model_config_file", default=None,
+                        help="a TF Serving model_config_list text file (instead of --model_name/--model_base_path)")
+    parser.add_argument("--max_message_mb", type=float, default=DEFAULT_MAX_MESSAGE_MB,
+                        help=f"largest request accepted, in MiB (default {DEFAULT_MAX_MESSAGE_MB:g}); "
+                             "larger ones get RESOURCE_EXHAUSTED")
+    parser.add_argument("--grpc_max_threads", type=int, default=16,
+                        help="threads answering requests (default 16)")
+    parser.add_argument("--max_concurrent_runs", type=int, default=os.cpu_count() or 1,
+                        help="signatures running at once; other requests wait (default: the CPU count, "
+                             f"{os.cpu_count()} here; 0: no limit)")
+    parser.add_argument("--quiet", action="store_true", help="warnings only")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if (args.model_base_path is None) == (args.model_config_file is None):
+        raise ConfigError("give either --model_base_path (with --model_name) or --model_config_file")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: must be in 0..65535")
+    if args.max_message_mb <= 0:
+        raise ConfigError(f"--max_message_mb {args.max_message_mb:g}: must be > 0")
+    if args.grpc_max_threads < 1:
+        raise ConfigError(f"--grpc_max_threads {args.grpc_max_threads}: must be >= 1")
+    if args.max_concurrent_runs < 0:
+        raise ConfigError(f"--max_concurrent_runs {args.max_concurrent_runs}: must be >= 0")
+    entries = ([(args.model_name, args.model_base_path)] if args.model_base_path is not None
+               else models_from_config_file(args.model_config_file))
+    for _, base_path in entries:
+        newest_version(base_path)                    # fail fast, before TensorFlow starts
+    cli.start_tensorflow(args.quiet)
+    servables = {name: load_servable(name, base_path) for name, base_path in entries}
+    server, port = build_server(servables, args.host, args.port, int(args.max_message_mb * 2 ** 20),
+                                args.grpc_max_threads, args.max_concurrent_runs or None)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server.start()
+    for servable in servables.values():
+        print(f"serving model {servable.name} version {servable.version} from {servable.path} "
+              f"on {args.host}:{port}", flush=True)
+    while not stop.wait(0.5):
+        pass
+    logger.info("stopping")
+    server.stop(grace=2).wait()
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,156 @@
+"""SavedModel export: layout, signatures, equality with the in-memory Separator, versions, the CLI."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from svsgan_tf.config import Config
+from svsgan_tf.errors import ConfigError
+from svsgan_tf.export import SIGNATURES, export_model, next_version
+from svsgan_tf.model_io import PRETRAINED_DIR
+from svsgan_tf.separator import Separator
+from svsgan_tf.spectral import nb_frames_for, stft
+from svsgan_tf.synthetic import make_track
+from tests.conftest import ROOT
+
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+
+
+def run(*args, module=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, "-m", module, *map(str, args)] if module else list(map(str, args))
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+
+
+def one_error_line(result) -> str:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def separator(tiny_model_dir):
+    return Separator.from_directory(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model_dir, tmp_path_factory):
+    return export_model(tiny_model_dir, str(tmp_path_factory.mktemp("export")))
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return tf.saved_model.load(exported)
+
+
+def test_versioned_layout_with_the_config_inside(exported, tiny_model_dir):
+    assert os.path.basename(exported) == "1"
+    for name in ("saved_model.pb", "variables", "assets/config.json", "config.json"):
+        assert os.path.exists(os.path.join(exported, name)), name
+    model_config = Config.load(os.path.join(tiny_model_dir, "config.json"))
+    assert Config.load(os.path.join(exported, "assets", "config.json")) == model_config
+    assert Config.load(os.path.join(exported, "config.json")) == model_config
+    assert os.listdir(os.path.dirname(exported)) == ["1"]          # no temporary folder left
+
+
+def test_waveform_signature_equals_the_separator(loaded, separator):
+    assert set(loaded.signatures) == set(SIGNATURES)
+    serve = loaded.signatures["serving_default"]
+    stereo = make_track(4, duration=1.5, sample_rate=8000).mixture.T          # (nb_channels, nb_samples)
+    mono = make_track(5, duration=0.7, sample_rate=8000, nb_channels=1).mixture.T[:, :5555]
+    for waveform in (stereo, mono):
+        exported = serve(waveform=tf.constant(waveform))
+        local = separator.separate_waveform(tf.constant(waveform))
+        assert set(exported) == {"vocals", "accompaniment"}
+        for name in ("vocals", "accompaniment"):
+            assert exported[name].shape == waveform.shape
+            assert np.abs(exported[name].numpy() - local[name].numpy()).max() < 1e-5
+
+
+def test_magnitude_signature_equals_the_generator(loaded, separator):
+    stft_config = separator.config.stft
+    waveform = tf.constant(make_track(6, duration=1.0, sample_rate=8000).mixture.T)
+    magnitude = tf.abs(stft(waveform, stft_config.n_fft, stft_config.hop_length))  # (nb_channels, nb_frames, nb_bins)
+    out = loaded.signatures["separate_magnitude"](magnitude=magnitude)
+    mask = separator.mask(magnitude).numpy()
+    assert np.abs(out["vocals_mask"].numpy() - mask).max() < 1e-5
+    np.testing.assert_allclose(out["vocals_magnitude"].numpy() + out["accompaniment_magnitude"].numpy(),
+                               magnitude.numpy(), atol=1e-5)
+
+
+def test_model_info_signature_holds_the_config(loaded, separator):
+    info = loaded.signatures["model_info"](nb_samples=tf.constant(12345, tf.int64))
+    stft_config = separator.config.stft
+    assert Config.from_json(info["config_json"].numpy().decode()) == separator.config
+    assert int(info["sample_rate"]) == stft_config.sample_rate
+    assert (int(info["n_fft"]), int(info["hop_length"])) == (stft_config.n_fft, stft_config.hop_length)
+    assert int(info["nb_bins"]) == stft_config.nb_bins and int(info["min_samples"]) == separator.min_samples
+    assert int(info["nb_frames"]) == nb_frames_for(12345, stft_config.n_fft, stft_config.hop_length)
+
+
+@pytest.mark.parametrize("waveform, problem", [
+    (np.zeros((2, 100), np.float32), "too short: 100 samples"),
+    (np.zeros((0, 1000), np.float32), "no channels"),
+    (np.full((1, 1000), np.inf, np.float32), "1000 non-finite"),
+])
+def test_bad_audio_fails_inside_the_graph(loaded, waveform, problem):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=problem):
+        loaded.signatures["serving_default"](waveform=tf.constant(waveform))
+
+
+def test_next_version_and_an_existing_version_is_never_overwritten(tiny_model_dir, tmp_path):
+    base = tmp_path / "base"
+    for name in ("1", "5", "notes", "7x"):
+        (base / name).mkdir(parents=True)
+    (base / "5" / "keep.txt").write_text("old")
+    assert next_version(str(base)) == 6
+    with pytest.raises(ConfigError, match="version 5 already exists"):
+        export_model(tiny_model_dir, str(base), version=5)
+    assert sorted(os.listdir(base)) == ["1", "5", "7x", "notes"]
+    assert os.listdir(base / "5") == ["keep.txt"]
+    assert export_model(tiny_model_dir, str(base)) == str(base / "6")
+    assert next_version(str(tmp_path / "new")) == 1
+
+
+def test_cli_exports_and_saved_model_cli_lists_the_signatures(exported, tiny_model_dir, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # both start TensorFlow: run them side by side
+    show = subprocess.Popen([SAVED_MODEL_CLI, "show", "--dir", exported, "--all"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    base = tmp_path / "svsgan"
+    result = run("--model", tiny_model_dir, "--out", base, "--quiet", module="svsgan_tf.export")
+    shown, errors = show.communicate(timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"to {base / '1'}" in result.stdout
+    assert sorted(os.listdir(base / "1")) == ["assets", "config.json", "fingerprint.pb", "saved_model.pb", "variables"]
+    assert show.returncode == 0, errors
+    for fragment in ("signature_def['serving_default']", "signature_def['separate_magnitude']",
+                     "signature_def['model_info']", "inputs['waveform']", "outputs['vocals']",
+                     "outputs['accompaniment']", "inputs['magnitude']", "outputs['vocals_mask']",
+                     "inputs['nb_samples']", "outputs['config_json']", "shape: (-1, -1, 129)"):
+        assert fragment in shown, fragment
+    error = one_error_line(run("--model", tiny_model_dir, "--out", base, "--version", 1, module="svsgan_tf.export"))
+    assert str(base / "1") in error and "already exists" in error
+    assert sorted(os.listdir(base)) == ["1"]
+
+
+def test_cli_defaults_to_the_shipped_model(tmp_path):
+    if os.path.isfile(os.path.join(PRETRAINED_DIR, "config.json")):
+        pytest.skip("a pretrained model is shipped: the default would be exported, not refused")
+    error = one_error_line(run("--out", tmp_path / "base", module="svsgan_tf.export"))
+    assert PRETRAINED_DIR in error and "no pretrained model" in error
+    assert not (tmp_path / "base").exists()
+
+
+def test_help_does_not_start_tensorflow():
+    code = ("import sys, contextlib, io\nimport svsgan_tf.export as export\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+            "    export.main(['--help'])\n"
+            "print('--version N' in out.getvalue(), 'tensorflow' in sys.modules)")
+    result = run(sys.executable, "-c", code)
+    assert result.stdout.split() == ["True", "False"], result.stderr
