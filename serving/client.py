@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -285,31 +283,6 @@ class SeparationClient:
                               info.sample_rate, info.min_samples, source)
 
 
-def separate_files(client: SeparationClient, files: list[str], out_dir: str, quiet: bool = False) -> list[str]:
-    """Separate each file into out_dir/<name>/{vocals,accompaniment}.wav; return the error lines.
-
-    A bad file (unreadable, too short, refused by the server) is reported and skipped; a server that
-    cannot be used (ServingError) stops the run.
-    """
-    from svsgan_tf.audio import load_audio, write_audio
-    from svsgan_tf.separate import output_names
-
-    errors = []
-    for path, name in zip(files, output_names(files)):
-        try:
-            waveform, rate = load_audio(path)
-            stems = client.separate(waveform, rate, source=path)
-            for target, audio in stems.items():
-                write_audio(os.path.join(out_dir, name, f"{target}.wav"), audio, rate, protect=tuple(files))
-        except AudioError as err:
-            errors.append(f"error: {err}")
-            print(errors[-1], file=sys.stderr)
-            continue
-        if not quiet:
-            print(f"{path} -> {os.path.join(out_dir, name)}", flush=True)
-    return errors
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m serving.client",
@@ -331,22 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from svsgan_tf.audio import find_audio_files
+    from svsgan_tf.separate import input_files, report, separate_files
 
-    files = find_audio_files(args.inputs)
-    if not files:
-        raise SVSGANError(f"{' '.join(args.inputs)}: no audio files found")
+    files = input_files(args.inputs)
     cli.start_tensorflow(quiet=True)
     with SeparationClient(args.server, args.model_name, args.model_version, args.timeout,
                           args.max_request_mb, args.crossfade_ms) as client:
         info = client.info()
         if not args.quiet:
             print(f"{args.server}: model {info.name}, {info.sample_rate} Hz", flush=True)
-        errors = separate_files(client, files, args.out, args.quiet)
-    done = len(files) - len(errors)
-    if not args.quiet:
-        print(f"separated {done} of {len(files)} files into {os.path.abspath(args.out)}")
-    return 1 if errors else 0
+        errors = separate_files(client, files, args.out, args.quiet, fatal=(ServingError,))
+    return report(files, errors, args.out)
 
 
 def run() -> None:

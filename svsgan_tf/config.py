@@ -102,7 +102,13 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Two-phase training: supervised KL pretraining of G, then the conditional GAN."""
+    """Two-phase training: supervised KL pretraining of G, then the conditional GAN.
+
+    In the GAN phase G's gradient is kl_weight * dKL + adversarial_weight * scale * dAdv. With
+    balance="gradient", scale = ||dKL|| / ||dAdv|| at G's last layer, so adversarial_weight is the
+    ratio of the adversarial to the KL gradient there (0.5: half as strong); with "none", scale = 1 and
+    the weights multiply the raw losses (the KL, summed over bins, then dwarfs the adversarial term).
+    """
 
     pretrain_epochs: int = 10
     gan_epochs: int = 0
@@ -113,7 +119,8 @@ class TrainConfig:
     d_learning_rate: float = 1e-4
     optimizer: str = "adam"
     kl_weight: float = 1.0
-    adversarial_weight: float = 1.0
+    adversarial_weight: float = 0.5
+    balance: str = "gradient"
     eps: float = 1e-8
     seed: int = 42
 
@@ -139,6 +146,8 @@ class TrainConfig:
         _check(self.kl_weight >= 0, "train.kl_weight", self.kl_weight, "must be >= 0")
         _check(self.adversarial_weight >= 0, "train.adversarial_weight", self.adversarial_weight,
                "must be >= 0")
+        _check(self.balance in ("gradient", "none"), "train.balance", self.balance,
+               "unknown balance, expected gradient or none")
 
 
 @dataclass

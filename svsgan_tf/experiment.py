@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,7 +40,7 @@ class ExperimentSettings:
     validation_tracks: int = 2
     test_songs: int = 5
     track_seconds: float = 6.0
-    adversarial_weight: float = 10.0
+    adversarial_weight: float = 0.5
     seeds: int = 1
     seed: int = 0
     wiener: int = 0

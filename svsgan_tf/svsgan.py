@@ -21,7 +21,8 @@ class SVSGAN(keras.Model):
     Data: batches of (mixture magnitude, vocals magnitude), each (batch, nb_frames, nb_bins).
     Phase `pretrain` updates G alone with the generalized KL divergence; phase `gan` alternates a D
     update on real (vocals, mixture) against fake (G(mixture), mixture) and a G update on
-    adversarial_weight * -log D(G(z), z) + kl_weight * KL. Switch with `set_phase`.
+    adversarial_weight * scale * -log D(G(z), z) + kl_weight * KL, where `scale` (train.balance)
+    puts the adversarial gradient on the KL gradient's scale. Switch with `set_phase`.
 
     Under a tf.distribute strategy each replica gets its part of the global batch. Every loss is a
     per-example (batch,) value averaged over the global batch with `tf.nn.compute_average_loss`, since
@@ -42,6 +43,7 @@ class SVSGAN(keras.Model):
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.d_real_tracker = keras.metrics.Mean(name="d_real")
         self.d_fake_tracker = keras.metrics.Mean(name="d_fake")
+        self.adversarial_scale_tracker = keras.metrics.Mean(name="adv_scale")
 
     def compile(self, g_optimizer, d_optimizer, **kwargs):
         """Attach one optimizer per network (keras-io GAN convention) and build both.
@@ -69,7 +71,7 @@ class SVSGAN(keras.Model):
     @property
     def metrics(self):
         return [self.kl_tracker, self.g_loss_tracker, self.adversarial_tracker, self.d_loss_tracker,
-                self.d_real_tracker, self.d_fake_tracker]
+                self.d_real_tracker, self.d_fake_tracker, self.adversarial_scale_tracker]
 
     def set_phase(self, phase: str) -> None:
         """Switch to `pretrain` or `gan`; the next step retraces the train function."""
@@ -115,16 +117,25 @@ class SVSGAN(keras.Model):
             d_scaled = tf.nn.compute_average_loss(d_loss)
         variables = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, variables), variables))
-        # 2. G step: fool the updated D while staying close to the truth in KL
-        with tf.GradientTape() as tape:
+        # 2. G step: fool the updated D while staying close to the truth in KL; the two gradients
+        #    are taken apart so that the adversarial one can be put on the KL one's scale
+        with tf.GradientTape(persistent=True) as tape:
             estimate = self(mixture, training=True)
             adversarial = generator_adversarial_loss(
                 self.discriminator((estimate, mixture), training=False))          # (batch,)
             kl = generalized_kl(vocals, estimate, cfg.eps)                        # (batch,)
-            g_loss = cfg.adversarial_weight * adversarial + cfg.kl_weight * kl
-            g_scaled = tf.nn.compute_average_loss(g_loss)
+            adversarial_scaled = tf.nn.compute_average_loss(adversarial)
+            kl_scaled = tf.nn.compute_average_loss(kl)
         variables = self.generator.trainable_variables
-        self.g_optimizer.apply_gradients(zip(tape.gradient(g_scaled, variables), variables))
+        kl_grads = tape.gradient(kl_scaled, variables)
+        adversarial_grads = tape.gradient(adversarial_scaled, variables)
+        del tape
+        scale = self._adversarial_scale(kl_grads, adversarial_grads, variables)
+        adversarial_weight = cfg.adversarial_weight * scale
+        grads = [cfg.kl_weight * k + adversarial_weight * a for k, a in zip(kl_grads, adversarial_grads)]
+        self.g_optimizer.apply_gradients(zip(grads, variables))
+        g_loss = adversarial_weight * adversarial + cfg.kl_weight * kl                # (batch,)
+        self.adversarial_scale_tracker.update_state(scale)
         # 3. track the unscaled per-example values and D's mean belief on real and fake frames
         self.kl_tracker.update_state(kl)
         self.g_loss_tracker.update_state(g_loss)
@@ -133,6 +144,24 @@ class SVSGAN(keras.Model):
         self.d_real_tracker.update_state(tf.reduce_mean(tf.sigmoid(real_logits), axis=-1))
         self.d_fake_tracker.update_state(tf.reduce_mean(tf.sigmoid(fake_logits), axis=-1))
         return self._logs({m.name: m.result() for m in self.metrics})
+
+    def _adversarial_scale(self, kl_grads, adversarial_grads, variables):
+        """The factor that puts the adversarial gradient on the KL gradient's scale.
+
+        With train.balance == "gradient": ||dKL/dW|| / ||dAdv/dW|| on the kernel W of G's last layer
+        (the adaptive weight of Esser et al. 2021, "Taming Transformers", eq. 7), from gradients summed
+        over replicas so that every replica uses the same factor; then adversarial_weight is the ratio
+        of the two gradients' norms at G's output. With "none": 1.
+        """
+        if self.train_config.balance == "none":
+            return tf.constant(1.0)
+        index = next(i for i, v in enumerate(variables) if v is self.generator.mask_layer.kernel)
+        kl_last, adversarial_last = kl_grads[index], adversarial_grads[index]
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            kl_last, adversarial_last = context.all_reduce(tf.distribute.ReduceOp.SUM, [kl_last, adversarial_last])
+        ratio = tf.norm(kl_last) / (tf.norm(adversarial_last) + 1e-8)
+        return tf.stop_gradient(tf.clip_by_value(ratio, 0.0, 1e4))
 
     def test_step(self, data):
         mixture, vocals = data                                 # (batch, nb_frames, nb_bins) each

@@ -87,7 +87,7 @@ class HistoryCSV(keras.callbacks.Callback):
     """
 
     COLUMNS = ("epoch", "phase", "g_steps", "d_steps", "kl", "val_kl", "g_loss", "g_adversarial",
-               "d_loss", "d_real", "d_fake")
+               "d_loss", "d_real", "d_fake", "adv_scale")
 
     def __init__(self, path: str):
         super().__init__()
@@ -102,7 +102,8 @@ class HistoryCSV(keras.callbacks.Callback):
             return
         self.first_epoch = False
         with open(self.path, newline="", encoding="utf-8") as handle:
-            rows = [row for row in csv.DictReader(handle) if int(row.get("epoch") or 0) < epoch]
+            rows = [row for row in csv.DictReader(handle)
+                    if (row.get("epoch") or "").isdigit() and int(row["epoch"]) < epoch]
         atomic_write_text(self.path, self._format(rows, header=True))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -193,13 +194,16 @@ def build_svsgan(config: Config, init_model: str | None = None) -> SVSGAN:
 
 def train(config: Config, out_dir: str, tracks: Sequence | None = None,
           validation_tracks: Sequence | None = None, init_model: str | None = None,
-          strategy: tf.distribute.Strategy | None = None, verbose: int | str = "auto",
+          strategy: str | tf.distribute.Strategy | None = None, verbose: int | str = "auto",
           tensorboard: bool = True) -> TrainResult:
     """Train G (and D in the GAN phase) and write `out_dir/model`.
 
     `out_dir` receives: config.json, model/ (updated after every epoch), backup/ (resume state: run the
     same call again after a kill and it continues where it stopped), logs/ (TensorBoard), history.csv.
     Tracks default to config.data.source; validation tracks are used for val_kl when given.
+    `strategy` is a tf.distribute strategy or its name (see distribute.make_strategy; None: the current
+    one); config.train.batch_size is the global batch. Under multi-worker training only the chief
+    writes to `out_dir`, which every worker must be able to read.
     """
     config = dataclasses.replace(config, git_commit=git_commit()).validate()
     strategy = distribute.make_strategy(strategy)           # first: a cluster must form before any op

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from svsgan_tf.datasets import ArrayTrack, load_dataset
+from svsgan_tf.datasets import ArrayTrack
 from svsgan_tf.evaluate import evaluate_tracks, summarize
 from svsgan_tf.separator import Separator
 from svsgan_tf.synthetic import make_track

@@ -1,6 +1,5 @@
 """In-graph STFT / inverse STFT and Griffin-Lim."""
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from svsgan_tf import spectral

@@ -90,3 +90,25 @@ def test_run_folder_with_another_config_is_refused(tmp_path):
     train(tiny_config(**{"train.gan_epochs": 0}), str(tmp_path), verbose=0, tensorboard=False)
     with pytest.raises(ConfigError, match="different config"):
         train(tiny_config(**{"train.seed": 5}), str(tmp_path), verbose=0, tensorboard=False)
+
+
+def test_gradient_balance_puts_the_adversarial_gradient_on_the_kl_scale():
+    config = tiny_config()
+    model = build_svsgan(config)
+    variables = model.generator.trainable_variables
+    index = next(i for i, v in enumerate(variables) if v is model.generator.mask_layer.kernel)
+    kl_grads = [tf.zeros_like(v) for v in variables]
+    adversarial_grads = [tf.zeros_like(v) for v in variables]
+    kl_grads[index] = tf.fill(variables[index].shape, 3.0)
+    adversarial_grads[index] = tf.fill(variables[index].shape, 1.5)
+    assert float(model._adversarial_scale(kl_grads, adversarial_grads, variables)) == pytest.approx(2.0)
+    unbalanced = build_svsgan(config.replace(**{"train.balance": "none"}))
+    assert float(unbalanced._adversarial_scale(kl_grads, adversarial_grads, variables)) == 1.0
+
+    mixture, vocals = tiny_batches(config, 1)[0]
+    model.set_phase("gan")
+    logs = model.train_step((mixture, vocals))
+    assert float(logs["adv_scale"]) > 0
+    # the G loss is KL + adversarial_weight * scale * adversarial
+    expected = float(logs["kl"]) + config.train.adversarial_weight * float(logs["adv_scale"]) * float(logs["g_adversarial"])
+    assert float(logs["g_loss"]) == pytest.approx(expected, rel=1e-4)
