@@ -79,9 +79,9 @@ def check_tf_config() -> dict:
     if not isinstance(cluster, dict) or not cluster:
         raise ConfigError("TF_CONFIG: 'cluster' must map task types to lists of host:port addresses")
     for task_type, addresses in cluster.items():
-        if task_type not in TASK_TYPES + ("evaluator", "ps"):
-            raise ConfigError(f"TF_CONFIG: cluster task type {task_type!r} unknown, expected "
-                              f"{' or '.join(TASK_TYPES)}")
+        if task_type not in TASK_TYPES + ("evaluator",):
+            raise ConfigError(f"TF_CONFIG: cluster task type {task_type!r} unsupported, expected "
+                              "chief, worker or evaluator")
         if not isinstance(addresses, list) or not addresses or \
                 not all(isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addresses):
             raise ConfigError(f"TF_CONFIG: cluster.{task_type} must be a non-empty list of host:port "
