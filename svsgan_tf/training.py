@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import logging
 import os
 from typing import Sequence
@@ -57,7 +58,11 @@ class PhaseSchedule(keras.callbacks.Callback):
 
 class SaveModelDir(keras.callbacks.Callback):
     """After every epoch, write a complete model directory (config + weights) atomically to `path`;
-    when the logs carry `monitor`, also keep the best epoch so far in `best_path`."""
+    when the logs carry `monitor`, also keep the best epoch so far in `best_path`.
+
+    The best value and its epoch are recorded in `<best_path>.json`, so a resumed run compares new
+    epochs with the best one of the runs before it.
+    """
 
     def __init__(self, path: str, config: Config, best_path: str | None = None, monitor: str = "val_kl"):
         super().__init__()
@@ -67,12 +72,19 @@ class SaveModelDir(keras.callbacks.Callback):
         self.monitor = monitor
         self.best = float("inf")
 
+    def on_train_begin(self, logs=None):
+        record = f"{self.best_path}.json" if self.best_path else None
+        if record and os.path.isfile(record) and os.path.isdir(self.best_path):
+            with open(record, encoding="utf-8") as handle:
+                self.best = float(json.load(handle)[self.monitor])
+
     def on_epoch_end(self, epoch, logs=None):
         save_model(self.path, self.config, self.model.generator, self.model.discriminator)
         value = (logs or {}).get(self.monitor)
         if self.best_path and value is not None and float(value) < self.best:
             self.best = float(value)
             save_model(self.best_path, self.config, self.model.generator, self.model.discriminator)
+            atomic_write_text(f"{self.best_path}.json", json.dumps({self.monitor: self.best, "epoch": epoch + 1}))
             logger.info("epoch %d: best %s so far (%.4f), saved to %s", epoch + 1, self.monitor, self.best,
                         self.best_path)
 

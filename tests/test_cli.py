@@ -130,7 +130,7 @@ def test_experiment_prints_the_table_with_seeds_and_significance(tmp_path):
     flags = [item for key, value in TINY.items() if key not in skip
              for item in ("--set", f"{key}={json.dumps(value)}")]
     result = run("svsgan_tf.experiment", "--out", tmp_path, "--pretrain-epochs", 1, "--finetune-epochs", 1,
-                 "--train-tracks", 3, "--validation-tracks", 1, "--test-songs", 3, "--seeds", 2, "--quiet",
+                 "--train-tracks", 2, "--validation-tracks", 1, "--test-songs", 2, "--seeds", 2, "--quiet",
                  *flags)
     assert result.returncode == 0, result.stderr
     for row in ("Mixture", "Oracle", "Encoder", "Encoder-GAN", "RNN", "RNN-GAN", "Wilcoxon"):

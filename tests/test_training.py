@@ -112,3 +112,18 @@ def test_gradient_balance_puts_the_adversarial_gradient_on_the_kl_scale():
     # the G loss is KL + adversarial_weight * scale * adversarial
     expected = float(logs["kl"]) + config.train.adversarial_weight * float(logs["adv_scale"]) * float(logs["g_adversarial"])
     assert float(logs["g_loss"]) == pytest.approx(expected, rel=1e-4)
+
+
+def test_best_model_survives_a_resumed_run(tmp_path):
+    import json
+
+    config = tiny_config(**{"train.gan_epochs": 0, "train.pretrain_epochs": 2})
+    train(config, str(tmp_path), verbose=0, tensorboard=False)
+    record = json.loads((tmp_path / "best_model.json").read_text())
+    assert record["epoch"] in (1, 2) and record["val_kl"] > 0
+    # a longer run resumed in the same folder keeps comparing with the recorded best
+    from svsgan_tf.training import SaveModelDir
+
+    callback = SaveModelDir(str(tmp_path / "model"), config, str(tmp_path / "best_model"))
+    callback.on_train_begin()
+    assert callback.best == record["val_kl"]
