@@ -43,5 +43,7 @@ setup(
         "svsgan-export=svsgan_tf.export:run",
         "svsgan-serve=serving.server:run",
         "svsgan-serving-client=serving.client:run",
+        "svsgan-tune=tuning.search:run",
+        "svsgan-demo=svsgan_tf.demo:run",
     ]},
 )

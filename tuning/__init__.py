@@ -1,0 +1,1 @@
+"""KerasTuner search over SVSGAN training settings (batch size, optimizer, learning rate)."""

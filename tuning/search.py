@@ -1,0 +1,77 @@
+"""`python -m tuning.search`: KerasTuner search over batch size, optimizer and learning rate (val_kl)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from svsgan_tf import cli
+
+TUNERS = ("random", "bayesian", "hyperband")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tuning.search", description=__doc__.split(":", 1)[1].strip())
+    parser.add_argument("--config", default=None, help="a config.json with the fixed settings")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a fixed setting (repeatable)")
+    parser.add_argument("--tuner", choices=TUNERS, default="random")
+    parser.add_argument("--trials", type=int, default=6, help="trials to run (default %(default)s)")
+    parser.add_argument("--strategy", default="auto", help="auto|one|mirrored|multiworker")
+    parser.add_argument("--out", default="runs/tuning", help="tuner folder; a search resumes from it")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def make_tuner(name: str, hypermodel, trials: int, out: str, seed: int):
+    """A KerasTuner tuner minimising val_kl, resuming from `out` when it holds the same search."""
+    import keras_tuner as kt
+
+    objective = kt.Objective("val_kl", direction="min")
+    folder, project = os.path.split(os.path.abspath(out))
+    common = dict(objective=objective, directory=folder, project_name=project, seed=seed, overwrite=False)
+    if name == "random":
+        return kt.RandomSearch(hypermodel, max_trials=trials, **common)
+    if name == "bayesian":
+        return kt.BayesianOptimization(hypermodel, max_trials=trials, **common)
+    return kt.Hyperband(hypermodel, max_epochs=hypermodel.config.train.epochs, **common)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from svsgan_tf.config import Config
+
+    config = Config.load(args.config) if args.config else Config()
+    config = config.replace(**cli.parse_overrides(args.set)).validate()
+    cli.start_tensorflow(args.quiet)
+    from svsgan_tf.io_utils import atomic_write_text
+    from svsgan_tf.runtime import set_seed
+    from svsgan_tf.training import load_tracks
+    from tuning.hypermodel import SVSGANHyperModel
+
+    set_seed(config.train.seed)
+    tracks, validation = load_tracks(config, quiet=args.quiet)
+    if not validation:
+        raise cli.SVSGANError("tuning: needs validation tracks (set data.validation_tracks > 0)")
+    hypermodel = SVSGANHyperModel(config, tracks, validation, strategy=args.strategy)
+    tuner = make_tuner(args.tuner, hypermodel, args.trials, args.out, config.train.seed)
+    tuner.search(verbose=0 if args.quiet else 1)
+    best = tuner.get_best_hyperparameters(1)[0]
+    best_config = hypermodel.trial_config(best)
+    atomic_write_text(os.path.join(args.out, "best_config.json"), best_config.to_json() + "\n")
+    trials = tuner.oracle.get_best_trials(args.trials)
+    summary = [{"trial": t.trial_id, "val_kl": t.score, **t.hyperparameters.values} for t in trials]
+    atomic_write_text(os.path.join(args.out, "trials.json"), json.dumps(summary, indent=2))
+    for row in summary:
+        print(row)
+    print(f"best: {best.values}; config written to {os.path.join(args.out, 'best_config.json')}")
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point: `main` with one-line errors and exit codes."""
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()
