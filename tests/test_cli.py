@@ -141,3 +141,14 @@ def test_experiment_prints_the_table_with_seeds_and_significance(tmp_path):
     assert len(stats["models"]["RNN-GAN"]["median_per_seed"]) == 2
     assert 0.0 <= stats["significance"]["Encoder-GAN"]["p_value"] <= 1.0
     assert stats["models"]["Oracle"]["median_mean"] > stats["models"]["Mixture"]["median_mean"]
+
+
+def test_demo_separates_the_real_example_song_and_scores_it(trained, tmp_path):
+    result = run("svsgan_tf.demo", "--model", trained, "--skip-experiment", "--quiet", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Falcon 69" in result.stdout
+    for row in ("| model |", "| mixture |", "| oracle |"):
+        assert row in result.stdout
+    (song,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    vocals, rate = sf.read(song / "vocals.wav")
+    assert rate == 44100 and vocals.shape[1] == 2
