@@ -1,4 +1,5 @@
 """SavedModel export: layout, signatures, equality with the in-memory Separator, versions, the CLI."""
+import json
 import os
 import subprocess
 import sys
@@ -140,11 +141,16 @@ def test_cli_exports_and_saved_model_cli_lists_the_signatures(exported, tiny_mod
 
 
 def test_cli_defaults_to_the_shipped_model(tmp_path):
-    if os.path.isfile(os.path.join(PRETRAINED_DIR, "config.json")):
-        pytest.skip("a pretrained model is shipped: the default would be exported, not refused")
-    error = one_error_line(run("--out", tmp_path / "base", module="svsgan_tf.export"))
-    assert PRETRAINED_DIR in error and "no pretrained model" in error
-    assert not (tmp_path / "base").exists()
+    base = tmp_path / "base"
+    if not os.path.isfile(os.path.join(PRETRAINED_DIR, "config.json")):
+        error = one_error_line(run("--out", base, module="svsgan_tf.export"))
+        assert PRETRAINED_DIR in error and "no pretrained model" in error
+        assert not base.exists()
+        return
+    result = run("--out", base, module="svsgan_tf.export")
+    assert result.returncode == 0, result.stderr
+    with open(os.path.join(PRETRAINED_DIR, "config.json"), encoding="utf-8") as handle:
+        assert json.loads((base / "1" / "config.json").read_text()) == json.load(handle)
 
 
 def test_help_does_not_start_tensorflow():

@@ -1,0 +1,33 @@
+"""The model shipped in the package: it loads by default and separates a real song."""
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from svsgan_tf.model_io import PRETRAINED_DIR, default_model_path
+from tests.conftest import shared_file
+
+pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(PRETRAINED_DIR, "config.json")),
+                                reason="no pretrained model is shipped in this checkout")
+
+
+def test_shipped_model_fits_the_size_limit():
+    sizes = sum(os.path.getsize(os.path.join(PRETRAINED_DIR, f)) for f in os.listdir(PRETRAINED_DIR))
+    assert sizes <= 15 * 1024 * 1024
+
+
+def test_shipped_model_beats_the_mixture_on_a_real_clip():
+    from svsgan_tf.evaluation import bss_eval
+    from svsgan_tf.separator import Separator
+
+    folder = shared_file("fixtures", "falcon69")
+    stems = {n: sf.read(os.path.join(folder, f"{n}.wav"), dtype="float32")[0]
+             for n in ("mixture_sum", "vocals", "accompaniment")}
+    separator = Separator.from_directory(default_model_path())
+    estimates = separator.separate(stems["mixture_sum"], 44100)
+    references = {"vocals": stems["vocals"], "accompaniment": stems["accompaniment"]}
+    model = bss_eval(references, estimates, 44100)
+    mixture = bss_eval(references, {t: stems["mixture_sum"] for t in references}, 44100)
+    assert model["vocals"]["SDR"] > mixture["vocals"]["SDR"] + 3.0
+    assert np.isfinite(model["accompaniment"]["SDR"])
