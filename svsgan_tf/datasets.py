@@ -136,11 +136,15 @@ class FileTrack(Track):
 
         ratio = self.native_rate / self.sample_rate
         native_start, native_length = int(start * ratio), int(np.ceil(length * ratio)) + 1
+        decoded: dict[str, np.ndarray] = {}          # each file once, even when two stems share it (MIR-1K)
         stems = {}
         for stem, paths in self.sources.items():
             total = None
             for path in paths:
-                audio, _ = sf.read(path, start=native_start, frames=native_length, dtype="float32", always_2d=True)
+                if path not in decoded:
+                    decoded[path], _ = sf.read(path, start=native_start, frames=native_length, dtype="float32",
+                                               always_2d=True)
+                audio = decoded[path]
                 if stem in self.channel_of:
                     audio = audio[:, self.channel_of[stem]:self.channel_of[stem] + 1]
                 audio = audio[:, :self.nb_channels]
@@ -191,12 +195,14 @@ class StemTrack(Track):
 
         stempeg = _stempeg()
         try:
-            stems, rate = stempeg.read_stems(self.path, stem_id=[1, 2, 3, 4, 0], dtype=np.float32,
+            # the mix stream (0) is decoded only when it is used (evaluation), not for training excerpts
+            stem_ids = [1, 2, 3, 4, 0] if self.mixture_stream else [1, 2, 3, 4]
+            stems, rate = stempeg.read_stems(self.path, stem_id=stem_ids, dtype=np.float32,
                                              start=start / self.sample_rate,
                                              duration=(length + 1) / self.sample_rate, sample_rate=None)
         except Exception as err:  # noqa: BLE001
             raise AudioError(self.path, f"cannot decode stems ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
-        stems = np.asarray(stems, np.float32)                  # (5, nb_samples, nb_channels)
+        stems = np.asarray(stems, np.float32)                  # (4 or 5, nb_samples, nb_channels)
         if not np.all(np.isfinite(stems)):
             raise AudioError(self.path, "stems contain non-finite samples (NaN or Inf)")
         vocals = resample(stems[3], int(rate), self.sample_rate)
