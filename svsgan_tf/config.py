@@ -26,6 +26,14 @@ class STFTConfig:
     def nb_bins(self) -> int:
         return self.n_fft // 2 + 1
 
+    def bins_below(self, frequency: float | None) -> int:
+        """Number of STFT bins whose centre frequency is <= `frequency` Hz (all bins for None), as
+        Open-Unmix's `bandwidth_to_max_bin`."""
+        if frequency is None:
+            return self.nb_bins
+        bin_width = self.sample_rate / self.n_fft
+        return max(1, min(self.nb_bins, int(frequency // bin_width) + 1))
+
     def validate(self) -> None:
         _check(self.sample_rate > 0, "stft.sample_rate", self.sample_rate, "must be > 0")
         _check(self.n_fft >= 16 and self.n_fft & (self.n_fft - 1) == 0,
@@ -44,9 +52,15 @@ class ModelConfig:
     same shape. `encoder` is the fully connected encoder-decoder of the paper's Fig. 1, applied to each
     frame; `rnn` puts an LSTM between encoder and decoder (Fig. 4). The discriminator is an MLP over the
     candidate vocals frame joined with the mixture frame (Fig. 5).
+
+    `max_frequency` (Hz) limits what the generator sees: only bins up to it enter the encoder (16 kHz,
+    as Open-Unmix; AAC-coded training audio such as MUSDB18 holds almost nothing above it, so those
+    bins carry no information and only noise once standardised). The mask still covers every bin.
+    None: the full band.
     """
 
     generator: str = "encoder"
+    max_frequency: float | None = 16000.0
     encoder_units: tuple[int, ...] = (512, 256)
     lstm_units: int = 256
     bidirectional: bool = False
@@ -61,6 +75,8 @@ class ModelConfig:
             _check(len(units) > 0 and all(isinstance(u, int) and u > 0 for u in units),
                    f"model.{name}", list(units), "must be a non-empty list of positive integers")
         _check(self.lstm_units > 0, "model.lstm_units", self.lstm_units, "must be > 0")
+        _check(self.max_frequency is None or self.max_frequency > 0, "model.max_frequency",
+               self.max_frequency, "must be > 0 Hz or null (full band)")
 
 
 @dataclass
@@ -237,14 +253,15 @@ def _from_dict(cls, data: Any, where: str):
                 raise ConfigError(f"config: {where}.{name} must be a list, got {value!r}")
             kwargs[name] = tuple(value)
         else:
-            _check_type(default, value, f"{where}.{name}")
+            _check_type(default, value, f"{where}.{name}", optional="None" in str(fields[name].type))
             kwargs[name] = value
     return cls(**kwargs)
 
 
-def _check_type(default: Any, value: Any, name: str) -> None:
-    """Reject a value whose JSON type differs from the default's (ints are accepted as floats)."""
-    if default is None:
+def _check_type(default: Any, value: Any, name: str, optional: bool = False) -> None:
+    """Reject a value whose JSON type differs from the default's (ints are accepted as floats, null
+    where the field is Optional)."""
+    if default is None or (value is None and optional):
         return
     expected = type(default)
     ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))

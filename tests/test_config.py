@@ -25,6 +25,16 @@ def test_json_round_trip(tmp_path):
     assert isinstance(Config.load(str(path)).model.encoder_units, tuple)
 
 
+def test_optional_settings_take_null_and_others_do_not():
+    full_band = Config.from_json(tiny_config(**{"model.max_frequency": None}).to_json())
+    assert full_band.model.max_frequency is None
+    assert Config.from_json(tiny_config().to_json()).model.max_frequency == 16000.0
+    data = json.loads(tiny_config().to_json())
+    data["train"]["g_learning_rate"] = None
+    with pytest.raises(ConfigError, match="g_learning_rate"):
+        Config.from_json(json.dumps(data))
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"model.generator": "transformer"}, "unknown generator"),
     ({"stft.n_fft": 1000}, "power of two"),
@@ -34,6 +44,7 @@ def test_json_round_trip(tmp_path):
     ({"train.g_learning_rate": -1.0}, "g_learning_rate"),
     ({"train.optimizer": "adagrad"}, "unknown optimizer"),
     ({"model.encoder_units": []}, "encoder_units"),
+    ({"model.max_frequency": -1.0}, "max_frequency"),
     ({"data.validation_tracks": 99}, "validation_tracks"),
 ])
 def test_bad_values_raise_one_line_errors(overrides, message):

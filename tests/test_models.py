@@ -80,3 +80,41 @@ def test_discriminator_is_conditioned_on_the_mixture(rng):
     assert not np.allclose(logits, model((vocals, mixture * 2)).numpy())
     assert [layer.units for layer in build_discriminator(tiny_config(**{
         "model.discriminator_units": [512, 512, 512]})).hidden] == [512, 512, 512]
+
+
+def test_bins_below_matches_open_unmix_bandwidth_to_max_bin():
+    config = tiny_config()
+    for sample_rate, n_fft, bandwidth in ((44100, 2048, 16000.0), (8000, 256, 3000.0), (16000, 512, 1e9)):
+        stft = type(config.stft)(sample_rate=sample_rate, n_fft=n_fft, hop_length=n_fft // 2)
+        freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1, endpoint=True)
+        assert stft.bins_below(bandwidth) == np.max(np.where(freqs <= bandwidth)[0]) + 1
+        assert stft.bins_below(None) == stft.nb_bins
+
+
+@pytest.mark.parametrize("generator", ["encoder", "rnn"])
+def test_generator_ignores_bins_above_max_frequency_but_masks_all(generator, rng):
+    config = tiny_config(**{"model.generator": generator, "model.max_frequency": 2000.0})
+    nb_bins, nb_input_bins = config.stft.nb_bins, config.stft.bins_below(2000.0)
+    assert nb_input_bins == 65 < nb_bins                      # 8 kHz, 256-point FFT: bins of 31.25 Hz
+    model = build_generator(config)
+    assert tuple(model.input_mean.shape) == (nb_input_bins,)
+    x = rng.uniform(0, 5, (2, 7, nb_bins)).astype(np.float32)
+    louder_top = x.copy()
+    louder_top[..., nb_input_bins:] *= 100.0                  # change only what lies above the band
+    mask = model(x).numpy()
+    assert mask.shape == (2, 7, nb_bins)
+    np.testing.assert_allclose(model(louder_top).numpy(), mask, rtol=1e-6)
+
+
+def test_input_standardisation_floors_the_deviation_of_near_constant_bins(rng):
+    from svsgan_tf.models.generator import MIN_INPUT_STD
+
+    config = tiny_config()
+    model = build_generator(config)
+    mean = rng.uniform(0, 1, config.stft.nb_bins).astype(np.float32)
+    std = rng.uniform(0.2, 1, config.stft.nb_bins).astype(np.float32)
+    std[-10:] = 1e-6                                          # empty above a codec's cut-off
+    model.set_input_statistics(mean, std)
+    scale = model.input_scale.numpy()
+    np.testing.assert_allclose(scale[:-10], 1.0 / std[:-10], rtol=1e-6)
+    np.testing.assert_allclose(scale[-10:], 1.0 / MIN_INPUT_STD, rtol=1e-6)

@@ -10,11 +10,13 @@ from svsgan_tf.models.generator import EncoderGenerator, MaskGenerator, RNNGener
 def build_generator(config: Config) -> MaskGenerator:
     """The generator named by config.model.generator, built (weights created)."""
     model, nb_bins = config.model, config.stft.nb_bins
+    nb_input_bins = config.stft.bins_below(model.max_frequency)
     if model.generator == "encoder":
-        generator = EncoderGenerator(nb_bins, model.encoder_units, model.decoder_units, name="generator")
+        generator = EncoderGenerator(nb_bins, model.encoder_units, model.decoder_units, nb_input_bins,
+                                     name="generator")
     elif model.generator == "rnn":
         generator = RNNGenerator(nb_bins, model.encoder_units, model.decoder_units, model.lstm_units,
-                                 model.bidirectional, name="generator")
+                                 model.bidirectional, nb_input_bins, name="generator")
     else:
         raise ConfigError(f"config: model.generator={model.generator!r} unknown generator, "
                           "expected one of encoder, rnn")
