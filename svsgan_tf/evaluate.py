@@ -206,7 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subset", default="test", help="subset to score (default %(default)s)")
     parser.add_argument("--model", default=None, help="model directory (default: the shipped pretrained model)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--tracks", type=int, default=None, help="score only the first N tracks")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--tracks", type=int, default=None, help="score only the first N tracks")
+    which.add_argument("--held-out", type=int, default=None, metavar="N",
+                       help="score only the last N tracks: the validation songs that training with "
+                            "data.validation_tracks=N holds out of this subset")
     parser.add_argument("--plot-track", default=None, help="track for the spectrogram figure (default: the first)")
     parser.add_argument("--wiener", type=int, default=0, metavar="N",
                         help="multichannel Wiener post-filter iterations (0: off)")
@@ -225,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     separator = Separator.from_directory(args.model or default_model_path(), wiener_iterations=args.wiener)
     report = load_dataset(args.data, args.subset, sample_rate=None, true_mixture=True)
     tracks = report.tracks[:args.tracks] if args.tracks else report.tracks
+    if args.held_out:
+        tracks = report.tracks[-args.held_out:]
     result = evaluate_tracks(tracks, separator, args.out, args.quiet)
     result.skipped = report.skipped + result.skipped
     summary = summarize(result)

@@ -82,3 +82,8 @@ def test_evaluate_cli_writes_summary_tables_and_figures(tiny_model_dir, tmp_path
     assert any("broken" in line for line in summary["skipped"])
     assert (out / "museval" / "song4.json").exists() and (out / "results.md").exists()
     assert (out / "vocals_sdr.png").stat().st_size > 0 and (out / "spectrogram.png").stat().st_size > 0
+    held_out = tmp_path / "eval_held_out"
+    result = run("svsgan_tf.evaluate", "--data", data, "--subset", "none", "--model", tiny_model_dir,
+                 "--out", held_out, "--held-out", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads((held_out / "summary.json").read_text())["tracks"]) == {"song5"}
