@@ -228,9 +228,8 @@ def main(argv: list[str] | None = None) -> int:
 
     separator = Separator.from_directory(args.model or default_model_path(), wiener_iterations=args.wiener)
     report = load_dataset(args.data, args.subset, sample_rate=None, true_mixture=True)
-    tracks = report.tracks[:args.tracks] if args.tracks else report.tracks
-    if args.held_out:
-        tracks = report.tracks[-args.held_out:]
+    tracks = (report.tracks[-args.held_out:] if args.held_out
+              else report.tracks[:args.tracks] if args.tracks else report.tracks)
     result = evaluate_tracks(tracks, separator, args.out, args.quiet)
     result.skipped = report.skipped + result.skipped
     summary = summarize(result)
