@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -124,6 +125,9 @@ class TrainConfig:
     balance="gradient", scale = ||dKL|| / ||dAdv|| at G's last layer, so adversarial_weight is the
     ratio of the adversarial to the KL gradient there (0.5: half as strong); with "none", scale = 1 and
     the weights multiply the raw losses (the KL, summed over bins, then dwarfs the adversarial term).
+
+    G's rate within each phase follows `lr_schedule`: "constant", or "cosine", which decays it per epoch
+    from the phase's rate to `final_lr_fraction` times that rate at the phase's last epoch.
     """
 
     pretrain_epochs: int = 10
@@ -133,6 +137,8 @@ class TrainConfig:
     g_learning_rate: float = 1e-3
     gan_g_learning_rate: float = 1e-4
     d_learning_rate: float = 1e-4
+    lr_schedule: str = "constant"
+    final_lr_fraction: float = 0.1
     optimizer: str = "adam"
     kl_weight: float = 1.0
     adversarial_weight: float = 0.5
@@ -148,6 +154,18 @@ class TrainConfig:
         """Which phase a 0-based epoch belongs to."""
         return "pretrain" if epoch < self.pretrain_epochs else "gan"
 
+    def learning_rate(self, epoch: int) -> float:
+        """G's learning rate in a 0-based epoch: its phase's rate, decayed by `lr_schedule`."""
+        if self.phase(epoch) == "pretrain":
+            rate, position, length = self.g_learning_rate, epoch, self.pretrain_epochs
+        else:
+            rate, position, length = self.gan_g_learning_rate, epoch - self.pretrain_epochs, self.gan_epochs
+        if self.lr_schedule == "constant" or length <= 1:
+            return rate
+        progress = min(position, length - 1) / (length - 1)        # 0 at the phase's first epoch, 1 at its last
+        fraction = self.final_lr_fraction
+        return rate * (fraction + (1.0 - fraction) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
     def validate(self) -> None:
         _check(self.pretrain_epochs >= 0, "train.pretrain_epochs", self.pretrain_epochs, "must be >= 0")
         _check(self.gan_epochs >= 0, "train.gan_epochs", self.gan_epochs, "must be >= 0")
@@ -157,6 +175,10 @@ class TrainConfig:
                self.steps_per_epoch, "must be > 0 or null")
         for name in ("g_learning_rate", "gan_g_learning_rate", "d_learning_rate", "eps"):
             _check(getattr(self, name) > 0, f"train.{name}", getattr(self, name), "must be > 0")
+        _check(self.lr_schedule in ("constant", "cosine"), "train.lr_schedule", self.lr_schedule,
+               "unknown schedule, expected constant or cosine")
+        _check(0 < self.final_lr_fraction <= 1, "train.final_lr_fraction", self.final_lr_fraction,
+               "must be in (0, 1]")
         _check(self.optimizer in ("adam", "rmsprop", "sgd"), "train.optimizer", self.optimizer,
                "unknown optimizer, expected adam, rmsprop or sgd")
         _check(self.kl_weight >= 0, "train.kl_weight", self.kl_weight, "must be >= 0")

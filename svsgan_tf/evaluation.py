@@ -52,6 +52,23 @@ def bss_eval_frames(references: dict[str, np.ndarray], estimates: dict[str, np.n
     return {t: {"SDR": sdr[i], "SIR": sir[i], "SAR": sar[i], "ISR": isr[i]} for i, t in enumerate(targets)}
 
 
+def global_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """SDR over a whole track, 10 log10(||s||^2 / ||s - s_hat||^2) summed over samples and channels: the
+    metric of the Music Demixing challenges, a cheap stand-in for BSS Eval during training.
+
+    Args:
+        reference, estimate: (nb_samples, nb_channels) or (nb_samples,), same shape.
+    Returns:
+        SDR in dB (NaN when the reference is silent).
+    """
+    reference, estimate = _as_2d(reference), _as_2d(estimate)
+    signal = float(np.sum(reference ** 2))
+    if signal == 0.0:
+        return float("nan")
+    error = float(np.sum((reference - estimate) ** 2))
+    return 10.0 * math.log10((signal + 1e-12) / (error + 1e-12))
+
+
 def median_over_frames(frames: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
     """{target: {metric: frames}} -> {target: {metric: median over frames}}, NaN frames excluded."""
     return {t: {m: _nanmedian(v) for m, v in metrics.items()} for t, metrics in frames.items()}

@@ -1,9 +1,7 @@
 """Training as a library function: data, models, optimizers, callbacks and the two-phase `fit`."""
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import logging
 import os
 from typing import Sequence
@@ -15,7 +13,7 @@ from svsgan_tf import data as data_lib
 from svsgan_tf import distribute
 from svsgan_tf.config import Config, git_commit
 from svsgan_tf.errors import ConfigError, DataError
-from svsgan_tf.io_utils import atomic_write_text
+from svsgan_tf.callbacks import HistoryCSV, PhaseSchedule, SaveModelDir, ValidationSDR
 from svsgan_tf.model_io import load_discriminator, load_generator, save_model
 from svsgan_tf.models import build_discriminator, build_generator
 from svsgan_tf.runtime import set_seed
@@ -34,104 +32,6 @@ class TrainResult:
     model_dir: str
     history: dict
     config: Config
-
-
-class PhaseSchedule(keras.callbacks.Callback):
-    """Put the model in the phase that the config assigns to each epoch, with that phase's G rate.
-
-    Because the phase follows the epoch number, a run resumed by BackupAndRestore continues in the
-    phase it was killed in.
-    """
-
-    def __init__(self, config: Config):
-        super().__init__()
-        self.config = config
-
-    def on_epoch_begin(self, epoch, logs=None):
-        phase = self.config.train.phase(epoch)
-        rate = self.config.train.g_learning_rate if phase == "pretrain" else \
-            self.config.train.gan_g_learning_rate
-        self.model.g_optimizer.learning_rate.assign(rate)
-        if phase != self.model.phase or self.model.train_function is None:
-            self.model.set_phase(phase)
-
-
-class SaveModelDir(keras.callbacks.Callback):
-    """After every epoch, write a complete model directory (config + weights) atomically to `path`;
-    when the logs carry `monitor`, also keep the best epoch so far in `best_path`.
-
-    The best value and its epoch are recorded in `<best_path>.json`, so a resumed run compares new
-    epochs with the best one of the runs before it.
-    """
-
-    def __init__(self, path: str, config: Config, best_path: str | None = None, monitor: str = "val_kl"):
-        super().__init__()
-        self.path = path
-        self.config = config
-        self.best_path = best_path
-        self.monitor = monitor
-        self.best = float("inf")
-
-    def on_train_begin(self, logs=None):
-        record = f"{self.best_path}.json" if self.best_path else None
-        if record and os.path.isfile(record) and os.path.isdir(self.best_path):
-            with open(record, encoding="utf-8") as handle:
-                self.best = float(json.load(handle)[self.monitor])
-
-    def on_epoch_end(self, epoch, logs=None):
-        save_model(self.path, self.config, self.model.generator, self.model.discriminator)
-        value = (logs or {}).get(self.monitor)
-        if self.best_path and value is not None and float(value) < self.best:
-            self.best = float(value)
-            save_model(self.best_path, self.config, self.model.generator, self.model.discriminator)
-            atomic_write_text(f"{self.best_path}.json", json.dumps({self.monitor: self.best, "epoch": epoch + 1}))
-            logger.info("epoch %d: best %s so far (%.4f), saved to %s", epoch + 1, self.monitor, self.best,
-                        self.best_path)
-
-
-class HistoryCSV(keras.callbacks.Callback):
-    """history.csv: one row per finished epoch, with fixed columns for both phases and G's and D's
-    step counts (optimizer iterations), appended across resumed runs.
-
-    Keras' CSVLogger fixes its columns at the first epoch it logs: it drops the GAN losses after a KL
-    epoch and writes them under the KL header when a run resumes in the GAN phase. Rows of epochs that
-    a resumed run trains again (killed after logging, before its backup) are dropped when it starts.
-    """
-
-    COLUMNS = ("epoch", "phase", "g_steps", "d_steps", "kl", "val_kl", "g_loss", "g_adversarial",
-               "d_loss", "d_real", "d_fake", "adv_scale")
-
-    def __init__(self, path: str):
-        super().__init__()
-        self.path = path
-        self.first_epoch = True
-
-    def on_train_begin(self, logs=None):
-        self.first_epoch = True
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if not self.first_epoch or not os.path.isfile(self.path):
-            return
-        self.first_epoch = False
-        with open(self.path, newline="", encoding="utf-8") as handle:
-            rows = [row for row in csv.DictReader(handle)
-                    if (row.get("epoch") or "").isdigit() and int(row["epoch"]) < epoch]
-        atomic_write_text(self.path, self._format(rows, header=True))
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.first_epoch = False
-        row = {name: value for name, value in (logs or {}).items() if name in self.COLUMNS}
-        row.update(epoch=epoch, phase=self.model.phase,
-                   g_steps=int(self.model.g_optimizer.iterations.numpy()),
-                   d_steps=int(self.model.d_optimizer.iterations.numpy()))
-        header = not os.path.isfile(self.path) or os.path.getsize(self.path) == 0
-        with open(self.path, "a", newline="", encoding="utf-8") as handle:
-            handle.write(self._format([row], header))
-
-    def _format(self, rows, header: bool) -> str:
-        lines = [",".join(self.COLUMNS)] if header else []
-        lines += [",".join(str(row.get(name, "")) for name in self.COLUMNS) for row in rows]
-        return "".join(line + "\n" for line in lines)
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
@@ -212,7 +112,8 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
 
     `out_dir` receives: config.json, model/ (updated after every epoch), backup/ (resume state: run the
     same call again after a kill and it continues where it stopped), logs/ (TensorBoard), history.csv.
-    Tracks default to config.data.source; validation tracks are used for val_kl when given.
+    Tracks default to config.data.source; validation tracks give val_kl and val_sdr (ValidationSDR),
+    and best_model/ keeps the epoch with the highest val_sdr.
     `strategy` is a tf.distribute strategy or its name (see distribute.make_strategy; None: the current
     one); config.train.batch_size is the global batch. Under multi-worker training only the chief
     writes to `out_dir`, which every worker must be able to read.
@@ -229,7 +130,7 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
         logger.info("%s: finished already (%d epochs), nothing to do", out_dir, done)
         return TrainResult(model_dir=model_dir, history={}, config=config)
     if tracks is None:
-        tracks, validation_tracks = load_tracks(config)
+        tracks, validation_tracks = load_tracks(config, quiet=verbose == 0)
     if not tracks:
         raise DataError("training data: no tracks")
     if chief:
@@ -247,9 +148,11 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
         model.generator.set_input_statistics(*data_lib.input_statistics(train_ds))
 
     callbacks = [PhaseSchedule(config)]
+    if validation_tracks:           # before the callbacks that read val_sdr from the logs
+        callbacks.append(ValidationSDR(validation_tracks, config))
     if chief:                       # only the chief writes the model directories, the history and logs
         callbacks += [
-            SaveModelDir(model_dir, config, os.path.join(out_dir, "best_model")),
+            SaveModelDir(model_dir, config, os.path.join(out_dir, "best_model"), monitor="val_sdr", mode="max"),
             HistoryCSV(os.path.join(out_dir, "history.csv")),
         ]
         if tensorboard:

@@ -1,5 +1,6 @@
 """Config: JSON round trip, validation with one-line errors, model rebuilt from the config alone."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -46,6 +47,8 @@ def test_optional_settings_take_null_and_others_do_not():
     ({"model.encoder_units": []}, "encoder_units"),
     ({"model.max_frequency": -1.0}, "max_frequency"),
     ({"data.validation_tracks": 99}, "validation_tracks"),
+    ({"train.lr_schedule": "step"}, "unknown schedule"),
+    ({"train.final_lr_fraction": 0.0}, "final_lr_fraction"),
 ])
 def test_bad_values_raise_one_line_errors(overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -81,3 +84,15 @@ def test_model_rebuilt_from_config_alone(tmp_path, generator):
     assert loaded_config == config
     x = tf.random.uniform((2, 5, config.stft.nb_bins)) * 3
     np.testing.assert_allclose(rebuilt(x).numpy(), generator_model(x).numpy(), atol=1e-6)
+
+
+def test_cosine_schedule_decays_within_each_phase():
+    train = Config().replace(**{"train.pretrain_epochs": 5, "train.gan_epochs": 3, "train.g_learning_rate": 1e-3,
+                                "train.gan_g_learning_rate": 1e-4, "train.lr_schedule": "cosine",
+                                "train.final_lr_fraction": 0.1}).validate().train
+    rates = [train.learning_rate(epoch) for epoch in range(8)]
+    expected_kl = [1e-4 + 9e-4 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(5)]
+    expected_gan = [1e-5 + 9e-5 * 0.5 * (1 + math.cos(math.pi * e / 2)) for e in range(3)]
+    np.testing.assert_allclose(rates, expected_kl + expected_gan, rtol=1e-12)
+    constant = Config().replace(**{"train.pretrain_epochs": 5}).train
+    assert {constant.learning_rate(e) for e in range(5)} == {constant.g_learning_rate}

@@ -87,3 +87,15 @@ def test_evaluate_cli_writes_summary_tables_and_figures(tiny_model_dir, tmp_path
                  "--out", held_out, "--held-out", "1", "--quiet")
     assert result.returncode == 0, result.stderr
     assert set(json.loads((held_out / "summary.json").read_text())["tracks"]) == {"song5"}
+
+
+def test_global_sdr_against_its_definition():
+    from svsgan_tf.evaluation import global_sdr
+
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((1000, 2))
+    noise = 0.1 * rng.standard_normal((1000, 2))
+    expected = 10 * np.log10(np.sum(reference ** 2) / np.sum(noise ** 2))
+    assert abs(global_sdr(reference, reference + noise) - expected) < 1e-6
+    assert abs(global_sdr(reference[:, 0], 0.5 * reference[:, 0]) - 10 * np.log10(4)) < 1e-6
+    assert np.isnan(global_sdr(np.zeros((10, 2)), np.ones((10, 2))))

@@ -120,10 +120,34 @@ def test_best_model_survives_a_resumed_run(tmp_path):
     config = tiny_config(**{"train.gan_epochs": 0, "train.pretrain_epochs": 2})
     train(config, str(tmp_path), verbose=0, tensorboard=False)
     record = json.loads((tmp_path / "best_model.json").read_text())
-    assert record["epoch"] in (1, 2) and record["val_kl"] > 0
+    assert record["epoch"] in (1, 2) and np.isfinite(record["val_sdr"])
+    history = (tmp_path / "history.csv").read_text().splitlines()
+    assert "val_sdr" in history[0].split(",") and len(history) == 3
     # a longer run resumed in the same folder keeps comparing with the recorded best
-    from svsgan_tf.training import SaveModelDir
+    from svsgan_tf.callbacks import SaveModelDir
 
     callback = SaveModelDir(str(tmp_path / "model"), config, str(tmp_path / "best_model"))
     callback.on_train_begin()
-    assert callback.best == record["val_kl"]
+    assert callback.best == -record["val_sdr"]          # stored signed: lower is better inside
+
+
+def test_validation_sdr_is_the_median_global_sdr_of_the_separated_songs(tmp_path):
+    """The callback's val_sdr equals separating each song with the Separator and scoring it in NumPy."""
+    from svsgan_tf.callbacks import ValidationSDR
+    from svsgan_tf.separator import Separator
+
+    config = tiny_config()
+    tracks = make_tracks(3, seed=5, duration=1.0, sample_rate=config.stft.sample_rate)
+    model = build_svsgan(config)
+    callback = ValidationSDR(tracks, config)
+    callback.set_model(model)
+    callback.on_train_begin()
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    separator = Separator(config, model.generator)
+    expected = []
+    for track in tracks:
+        vocals = separator.separate(track.mixture)["vocals"]
+        error = np.sum((track.vocals - vocals) ** 2)
+        expected.append(10 * np.log10(np.sum(track.vocals ** 2) / error))
+    np.testing.assert_allclose(logs["val_sdr"], np.median(expected), atol=1e-3)

@@ -24,7 +24,7 @@ def test_hypermodel_fills_the_config_from_hyperparameters():
     model = hypermodel.build(hp)
     assert type(model.g_optimizer).__name__ == "RMSprop"
     history = hypermodel.fit(hp, model, verbose=0)
-    assert "val_kl" in history.history and "d_loss" in history.history
+    assert {"val_kl", "val_sdr", "d_loss"} <= set(history.history)
 
 
 def test_search_cli_writes_the_best_config(tmp_path):
@@ -35,6 +35,6 @@ def test_search_cli_writes_the_best_config(tmp_path):
     assert result.returncode == 0, result.stderr
     best = json.loads((tmp_path / "search" / "best_config.json").read_text())
     trials = json.loads((tmp_path / "search" / "trials.json").read_text())
-    assert len(trials) == 2 and trials[0]["val_kl"] <= trials[1]["val_kl"]
+    assert len(trials) == 2 and trials[0]["val_sdr"] >= trials[1]["val_sdr"]
     assert best["train"]["batch_size"] == trials[0]["batch_size"]
     assert best["train"]["optimizer"] == trials[0]["optimizer"]

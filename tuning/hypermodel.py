@@ -18,7 +18,8 @@ class SVSGANHyperModel(kt.HyperModel):
 
     Args:
         config: every fixed setting (STFT, model, data, epochs per phase); the searched ones override it.
-        tracks, validation_tracks: training and validation songs (the objective is `val_kl`).
+        tracks, validation_tracks: training and validation songs (the objective is `val_sdr`, the
+            validation songs' median vocals SDR after each epoch; `val_kl` is logged too).
         strategy: a tf.distribute strategy or its name (see svsgan_tf.distribute.make_strategy).
         batch_sizes, optimizers: the choices offered to the search.
     """
@@ -53,13 +54,13 @@ class SVSGANHyperModel(kt.HyperModel):
     def fit(self, hp, model, *args, **kwargs):
         """Train with the trial's batch size through both phases; returns the Keras History."""
         from svsgan_tf import data as data_lib
-        from svsgan_tf.training import PhaseSchedule
+        from svsgan_tf.callbacks import PhaseSchedule, ValidationSDR
 
         config = self.trial_config(hp)
         train_ds = data_lib.training_dataset(self.tracks, config)
         valid_ds = data_lib.validation_dataset(self.validation_tracks, config)
         model.generator.set_input_statistics(*data_lib.input_statistics(train_ds))
-        callbacks = [PhaseSchedule(config)] + list(kwargs.pop("callbacks", []))
+        callbacks = [PhaseSchedule(config), ValidationSDR(self.validation_tracks, config)] + list(kwargs.pop("callbacks", []))
         return model.fit(train_ds, validation_data=valid_ds, epochs=config.train.epochs,
                          steps_per_epoch=config.train.steps_per_epoch, callbacks=callbacks, shuffle=False,
                          verbose=kwargs.pop("verbose", "auto"))

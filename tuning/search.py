@@ -1,4 +1,4 @@
-"""`python -m tuning.search`: KerasTuner search over batch size, optimizer and learning rate (val_kl)."""
+"""`python -m tuning.search`: KerasTuner search over batch size, optimizer and learning rate (val_sdr)."""
 from __future__ import annotations
 
 import argparse
@@ -24,10 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_tuner(name: str, hypermodel, trials: int, out: str, seed: int):
-    """A KerasTuner tuner minimising val_kl, resuming from `out` when it holds the same search."""
+    """A KerasTuner tuner maximising val_sdr (median vocals SDR of the validation songs), resuming from `out` when it holds the same search."""
     import keras_tuner as kt
 
-    objective = kt.Objective("val_kl", direction="min")
+    objective = kt.Objective("val_sdr", direction="max")
     folder, project = os.path.split(os.path.abspath(out))
     common = dict(objective=objective, directory=folder, project_name=project, seed=seed, overwrite=False)
     if name == "random":
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     best_config = hypermodel.trial_config(best)
     atomic_write_text(os.path.join(args.out, "best_config.json"), best_config.to_json() + "\n")
     trials = tuner.oracle.get_best_trials(args.trials)
-    summary = [{"trial": t.trial_id, "val_kl": t.score, **t.hyperparameters.values} for t in trials]
+    summary = [{"trial": t.trial_id, "val_sdr": t.score, **t.hyperparameters.values} for t in trials]
     atomic_write_text(os.path.join(args.out, "trials.json"), json.dumps(summary, indent=2))
     for row in summary:
         print(row)

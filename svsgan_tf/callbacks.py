@@ -1,0 +1,166 @@
+"""Training callbacks: phase and learning-rate schedule, validation SDR, model directories, history.csv."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from svsgan_tf.config import Config
+from svsgan_tf.io_utils import atomic_write_text
+from svsgan_tf.model_io import save_model
+
+logger = logging.getLogger(__name__)
+
+
+class PhaseSchedule(keras.callbacks.Callback):
+    """Put the model in the phase that the config assigns to each epoch, with that epoch's G rate
+    (TrainConfig.learning_rate).
+
+    Because phase and rate follow the epoch number, a run resumed by BackupAndRestore continues in the
+    phase, and at the rate, it was killed in.
+    """
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+
+    def on_epoch_begin(self, epoch, logs=None):
+        phase = self.config.train.phase(epoch)
+        self.model.g_optimizer.learning_rate.assign(self.config.train.learning_rate(epoch))
+        if phase != self.model.phase or self.model.train_function is None:
+            self.model.set_phase(phase)
+
+
+class ValidationSDR(keras.callbacks.Callback):
+    """After every epoch, separate the validation songs whole and log `val_sdr`: the median over songs
+    of the vocals' global SDR (evaluation.global_sdr, the SDR of the MDX challenges), in dB.
+
+    It is what the held-out songs say about separation quality, frame KL aside: the model with the best
+    `val_sdr` is the one SaveModelDir keeps. Songs whose vocals are silent are left out.
+
+    Args:
+        tracks: validation tracks (data-set Tracks, or objects with `mixture` and `vocals` arrays of
+            (nb_samples, nb_channels)) at config.stft.sample_rate.
+        config: the run's Config.
+    """
+
+    def __init__(self, tracks: Sequence, config: Config):
+        super().__init__()
+        self.tracks = list(tracks)
+        self.config = config
+        self.separator = None
+
+    def on_train_begin(self, logs=None):
+        from svsgan_tf.separator import Separator
+
+        self.separator = Separator(self.config, self.model.generator)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from svsgan_tf.data import readable
+        from svsgan_tf.evaluation import global_sdr
+
+        if logs is None:
+            return
+        scores = []
+        for track in self.tracks:
+            stems = readable(track).load()                      # {stem: (nb_samples, nb_channels)}
+            if not np.any(stems["vocals"]):
+                continue
+            waveform = np.ascontiguousarray(stems["mixture"].T, np.float32)   # (nb_channels, nb_samples)
+            vocals = self.separator.separate_waveform(waveform)["vocals"].numpy().T
+            scores.append(global_sdr(stems["vocals"], vocals))
+        if scores:
+            logs["val_sdr"] = float(np.median(scores))
+
+
+class SaveModelDir(keras.callbacks.Callback):
+    """After every epoch, write a complete model directory (config + weights) atomically to `path`;
+    when the logs carry `monitor`, also keep the best epoch so far in `best_path` (`mode` "max": the
+    highest value is best, "min": the lowest).
+
+    The best value and its epoch are recorded in `<best_path>.json`, so a resumed run compares new
+    epochs with the best one of the runs before it.
+    """
+
+    def __init__(self, path: str, config: Config, best_path: str | None = None, monitor: str = "val_sdr",
+                 mode: str = "max"):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
+        self.path = path
+        self.config = config
+        self.best_path = best_path
+        self.monitor = monitor
+        self.sign = 1.0 if mode == "min" else -1.0
+        self.best = math.inf
+
+    def on_train_begin(self, logs=None):
+        record = f"{self.best_path}.json" if self.best_path else None
+        if record and os.path.isfile(record) and os.path.isdir(self.best_path):
+            with open(record, encoding="utf-8") as handle:
+                value = json.load(handle).get(self.monitor)
+            if value is not None:
+                self.best = self.sign * float(value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        save_model(self.path, self.config, self.model.generator, self.model.discriminator)
+        value = (logs or {}).get(self.monitor)
+        if self.best_path and value is not None and self.sign * float(value) < self.best:
+            self.best = self.sign * float(value)
+            save_model(self.best_path, self.config, self.model.generator, self.model.discriminator)
+            atomic_write_text(f"{self.best_path}.json",
+                              json.dumps({self.monitor: float(value), "epoch": epoch + 1}))
+            logger.info("epoch %d: best %s so far (%.4f), saved to %s", epoch + 1, self.monitor, float(value),
+                        self.best_path)
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """history.csv: one row per finished epoch, with fixed columns for both phases and G's and D's
+    step counts (optimizer iterations), appended across resumed runs.
+
+    Keras' CSVLogger fixes its columns at the first epoch it logs: it drops the GAN losses after a KL
+    epoch and writes them under the KL header when a run resumes in the GAN phase. Rows of epochs that
+    a resumed run trains again (killed after logging, before its backup) are dropped when it starts.
+    """
+
+    COLUMNS = ("epoch", "phase", "g_steps", "d_steps", "g_learning_rate", "kl", "val_kl", "val_sdr", "g_loss",
+               "g_adversarial", "d_loss", "d_real", "d_fake", "adv_scale")
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.first_epoch = True
+
+    def on_train_begin(self, logs=None):
+        self.first_epoch = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self.first_epoch or not os.path.isfile(self.path):
+            return
+        self.first_epoch = False
+        with open(self.path, newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.DictReader(handle)
+                    if (row.get("epoch") or "").isdigit() and int(row["epoch"]) < epoch]
+        atomic_write_text(self.path, self._format(rows, header=True))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.first_epoch = False
+        row = {name: value for name, value in (logs or {}).items() if name in self.COLUMNS}
+        row.update(epoch=epoch, phase=self.model.phase,
+                   g_steps=int(self.model.g_optimizer.iterations.numpy()),
+                   d_steps=int(self.model.d_optimizer.iterations.numpy()),
+                   g_learning_rate=f"{float(self.model.g_optimizer.learning_rate.numpy()):.3g}")
+        header = not os.path.isfile(self.path) or os.path.getsize(self.path) == 0
+        with open(self.path, "a", newline="", encoding="utf-8") as handle:
+            handle.write(self._format([row], header))
+
+    def _format(self, rows, header: bool) -> str:
+        lines = [",".join(self.COLUMNS)] if header else []
+        lines += [",".join(str(row.get(name, "")) for name in self.COLUMNS) for row in rows]
+        return "".join(line + "\n" for line in lines)
