@@ -58,10 +58,17 @@ class ModelConfig:
     as Open-Unmix; AAC-coded training audio such as MUSDB18 holds almost nothing above it, so those
     bins carry no information and only noise once standardised). The mask still covers every bin.
     None: the full band.
+
+    `nb_channels` is how many channels the generator sees at once. 1 (the paper's model): each channel
+    is separated on its own. 2 (joint stereo, as in Open-Unmix and Spleeter): a frame holds both
+    channels' bins, channel-major, (batch, nb_frames, 2 * nb_bins), so the generator can use the
+    inter-channel cues (vocals are mostly panned to the centre) and predicts one mask per channel; it
+    separates mono audio as two equal channels, and audio of more channels channel by channel.
     """
 
     generator: str = "encoder"
     max_frequency: float | None = 16000.0
+    nb_channels: int = 1
     encoder_units: tuple[int, ...] = (512, 256)
     lstm_units: int = 256
     bidirectional: bool = False
@@ -76,6 +83,8 @@ class ModelConfig:
             _check(len(units) > 0 and all(isinstance(u, int) and u > 0 for u in units),
                    f"model.{name}", list(units), "must be a non-empty list of positive integers")
         _check(self.lstm_units > 0, "model.lstm_units", self.lstm_units, "must be > 0")
+        _check(self.nb_channels in (1, 2), "model.nb_channels", self.nb_channels,
+               "must be 1 (channel by channel) or 2 (joint stereo)")
         _check(self.max_frequency is None or self.max_frequency > 0, "model.max_frequency",
                self.max_frequency, "must be > 0 Hz or null (full band)")
 
@@ -197,6 +206,11 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     git_commit: str = ""
+
+    @property
+    def nb_features(self) -> int:
+        """Values per frame that the generator and discriminator see: model.nb_channels * stft.nb_bins."""
+        return self.model.nb_channels * self.stft.nb_bins
 
     def validate(self) -> "Config":
         """Raise ConfigError on the first bad value; return self so calls can be chained."""

@@ -1,4 +1,4 @@
-"""tf.data pipeline: songs -> waveform excerpts -> mono examples -> in-graph magnitude -> shuffled batches.
+"""tf.data pipeline: songs -> waveform excerpts -> channel examples -> in-graph magnitude -> shuffled batches.
 
 Each step is a small named function so that real data sets (later loaders) plug in at the top: all a
 source has to provide is a sequence of `TrackLike` objects holding float32 (nb_samples, nb_channels)
@@ -102,12 +102,50 @@ def split_channels(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.map(lambda m, v: (tf.transpose(m), tf.transpose(v))).unbatch()
 
 
+def stereo_channels(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Step 2 (joint-stereo models): (nb_samples, nb_channels) pairs -> (2, nb_samples) pairs; a mono
+    excerpt is duplicated into both channels (the data sets are checked to hold 1 or 2 channels)."""
+    def stereo(waveform):
+        waveform = tf.cond(tf.shape(waveform)[1] == 1, lambda: tf.tile(waveform, [1, 2]), lambda: waveform)
+        return tf.transpose(waveform)                                # (2, nb_samples)
+    return dataset.map(lambda m, v: (stereo(m), stereo(v)))
+
+
 def to_magnitude(dataset: tf.data.Dataset, stft: STFTConfig) -> tf.data.Dataset:
-    """Step 3: waveforms (nb_samples,) -> magnitude frames (nb_frames, nb_bins), computed in the graph."""
+    """Step 3: waveforms (..., nb_samples) -> magnitude frames (..., nb_frames, nb_bins), in the graph."""
     def magnitude(mixture, vocals):
         return (magnitude_frames(mixture, stft.n_fft, stft.hop_length),
                 magnitude_frames(vocals, stft.n_fft, stft.hop_length))
     return dataset.map(magnitude, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def join_channels(dataset: tf.data.Dataset, nb_bins: int) -> tf.data.Dataset:
+    """Step 3b (joint-stereo models): (2, nb_frames, nb_bins) -> (nb_frames, 2 * nb_bins) frames, the
+    channels' bins side by side (channel-major), the layout the generator takes."""
+    def join(magnitude):
+        frames = tf.transpose(magnitude, [1, 0, 2])                  # (nb_frames, 2, nb_bins)
+        return tf.reshape(frames, [-1, 2 * nb_bins])                 # (nb_frames, 2 * nb_bins)
+    return dataset.map(lambda m, v: (join(m), join(v)))
+
+
+def channel_examples(dataset: tf.data.Dataset, config: Config) -> tf.data.Dataset:
+    """Steps 2-3: waveform excerpts -> magnitude examples (nb_frames, nb_features), one per channel
+    (model.nb_channels 1) or one per excerpt with both channels joined (2)."""
+    if config.model.nb_channels == 1:
+        return to_magnitude(split_channels(dataset), config.stft)
+    return join_channels(to_magnitude(stereo_channels(dataset), config.stft), config.stft.nb_bins)
+
+
+def examples_per_excerpt(track, config: Config) -> int:
+    """How many examples one excerpt of `track` gives: its channel count for a channel-by-channel
+    model, 1 for a joint-stereo one (which takes mono or stereo tracks only)."""
+    nb_channels = readable(track).nb_channels
+    if config.model.nb_channels == 1:
+        return nb_channels
+    if nb_channels not in (1, 2):
+        raise DataError(f"{track.name}: has {nb_channels} channels; a joint-stereo model "
+                        "(model.nb_channels=2) trains on mono or stereo tracks only")
+    return 1
 
 
 def shuffle_frames(dataset: tf.data.Dataset, nb_frames: int, buffer: int, seed: int) -> tf.data.Dataset:
@@ -127,7 +165,7 @@ def batch_examples(dataset: tf.data.Dataset, batch_size: int, buffer: int | None
 
 
 def training_dataset(tracks: Sequence[TrackLike], config: Config, seed: int | None = None) -> tf.data.Dataset:
-    """Batches of (mixture magnitude, vocals magnitude), each (batch, excerpt_frames, nb_bins).
+    """Batches of (mixture magnitude, vocals magnitude), each (batch, excerpt_frames, nb_features).
 
     Frames are shuffled across songs for the frame-wise encoder (or when data.shuffle_frames is set);
     the RNN keeps contiguous excerpts, shuffled as a whole.
@@ -137,13 +175,14 @@ def training_dataset(tracks: Sequence[TrackLike], config: Config, seed: int | No
     dataset = waveform_excerpts(tracks, excerpt_samples(stft, data.excerpt_frames),
                                 data.excerpts_per_track, seed, random=True,
                                 augment=data if data.augment else None)
-    dataset = to_magnitude(split_channels(dataset), stft)
+    dataset = channel_examples(dataset, config)
     if frame_shuffling(config):
         dataset = shuffle_frames(dataset, data.excerpt_frames, data.shuffle_buffer, seed)
     dataset = batch_examples(dataset, config.train.batch_size,
                              max(1, data.shuffle_buffer // data.excerpt_frames), seed, drop_remainder=True)
-    # every track gives excerpts_per_track excerpts per channel, and frame shuffling keeps that count
-    nb_examples = sum(readable(t).nb_channels for t in tracks) * data.excerpts_per_track
+    # every track gives excerpts_per_track excerpts, each one example per channel or one joint
+    # example, and frame shuffling keeps that count
+    nb_examples = sum(examples_per_excerpt(t, config) for t in tracks) * data.excerpts_per_track
     return dataset.apply(tf.data.experimental.assert_cardinality(nb_examples // config.train.batch_size))
 
 
@@ -151,10 +190,11 @@ def validation_dataset(tracks: Sequence[TrackLike], config: Config) -> tf.data.D
     """Consecutive, unshuffled excerpts of every track, batched like the training set."""
     data, stft = config.data, config.stft
     dataset = waveform_excerpts(tracks, excerpt_samples(stft, data.excerpt_frames), 1, 0, random=False)
-    dataset = to_magnitude(split_channels(dataset), stft)
-    dataset = batch_examples(dataset, config.train.batch_size, None, 0, drop_remainder=False)
+    dataset = batch_examples(channel_examples(dataset, config), config.train.batch_size, None, 0,
+                             drop_remainder=False)
     nb_samples = excerpt_samples(stft, data.excerpt_frames)
-    nb_examples = sum(t.nb_channels * max(1, t.nb_samples // nb_samples) for t in map(readable, tracks))
+    nb_examples = sum(examples_per_excerpt(t, config) * max(1, readable(t).nb_samples // nb_samples)
+                      for t in tracks)
     return dataset.apply(tf.data.experimental.assert_cardinality(-(-nb_examples // config.train.batch_size)))
 
 
@@ -169,12 +209,12 @@ def input_statistics(dataset: tf.data.Dataset, max_batches: int = 64) -> tuple[n
     """Per-bin mean and standard deviation of log1p(mixture magnitude) over the first batches.
 
     Returns:
-        (mean, std), each (nb_bins,) float32.
+        (mean, std), each (nb_features,) float32.
     """
     total = total_sq = None
     count = 0
     for mixture, _ in dataset.take(max_batches):
-        features = tf.reshape(tf.math.log1p(mixture), (-1, mixture.shape[-1])).numpy()  # (frames, nb_bins)
+        features = tf.reshape(tf.math.log1p(mixture), (-1, mixture.shape[-1])).numpy()  # (frames, nb_features)
         total = features.sum(0) if total is None else total + features.sum(0)
         total_sq = (features ** 2).sum(0) if total_sq is None else total_sq + (features ** 2).sum(0)
         count += features.shape[0]

@@ -25,7 +25,7 @@ class Separator(tf.Module):
 
     Args:
         config: the model's Config (STFT settings, sample rate).
-        generator: a MaskGenerator: (batch, nb_frames, nb_bins) magnitude -> mask in [0, 1].
+        generator: a MaskGenerator: (batch, nb_frames, nb_features) magnitude -> mask in [0, 1].
         griffin_lim_iterations: 0 keeps the mixture phase (the paper's default); > 0 refines each
             stem's phase with that many fast Griffin-Lim iterations, starting from the mixture phase.
         wiener_iterations: > 0 applies the multichannel Wiener post-filter with that many EM
@@ -59,8 +59,36 @@ class Separator(tf.Module):
         return self.config.stft.n_fft
 
     def mask(self, mixture_magnitude: tf.Tensor) -> tf.Tensor:
-        """(batch, nb_frames, nb_bins) magnitude -> vocals mask in [0, 1], same shape."""
-        return self.generator(mixture_magnitude, training=False)
+        """(nb_channels, nb_frames, nb_bins) magnitude of one song -> vocals mask in [0, 1], same shape.
+
+        A channel-by-channel generator (model.nb_channels 1) takes the channels as its batch. A
+        joint-stereo one (2) separates two channels jointly and any other channel count (mono
+        included) channel by channel, each channel fed as both of its channels.
+        """
+        if self.generator.nb_channels == 1:
+            return self.generator(mixture_magnitude, training=False)
+        return tf.cond(tf.equal(tf.shape(mixture_magnitude)[0], 2),
+                       lambda: self._joint_stereo_mask(mixture_magnitude),
+                       lambda: self._dual_mono_mask(mixture_magnitude))
+
+    def _joint_stereo_mask(self, magnitude: tf.Tensor) -> tf.Tensor:
+        """(2, nb_frames, nb_bins) -> (2, nb_frames, nb_bins) with a joint-stereo generator."""
+        nb_bins = self.generator.nb_bins
+        frames = tf.transpose(magnitude, [1, 0, 2])                      # (nb_frames, 2, nb_bins)
+        frames = tf.reshape(frames, [1, -1, 2 * nb_bins])                # (1, nb_frames, 2 * nb_bins)
+        mask = self.generator(frames, training=False)                    # (1, nb_frames, 2 * nb_bins)
+        mask = tf.reshape(mask, [-1, 2, nb_bins])                        # (nb_frames, 2, nb_bins)
+        return tf.transpose(mask, [1, 0, 2])                             # (2, nb_frames, nb_bins)
+
+    def _dual_mono_mask(self, magnitude: tf.Tensor) -> tf.Tensor:
+        """(nb_channels, nb_frames, nb_bins) -> same shape, each channel separated as a stereo pair of
+        two equal channels; the pair's two masks are averaged."""
+        nb_bins = self.generator.nb_bins
+        pairs = tf.tile(magnitude, [1, 1, 2])                            # (nb_channels, nb_frames, 2 * nb_bins)
+        mask = self.generator(pairs, training=False)                     # (nb_channels, nb_frames, 2 * nb_bins)
+        shape = tf.shape(magnitude)
+        mask = tf.reshape(mask, [shape[0], shape[1], 2, nb_bins])        # (nb_channels, nb_frames, 2, nb_bins)
+        return tf.reduce_mean(mask, axis=2)
 
     def separate_magnitude(self, mixture_magnitude: tf.Tensor) -> dict[str, tf.Tensor]:
         """Separate magnitude frames, as `separate_waveform` does between its STFT and inverse STFT.
@@ -80,7 +108,7 @@ class Separator(tf.Module):
         """Separate audio at the model's sample rate.
 
         Args:
-            waveform: (nb_channels, nb_samples) float32; each channel is separated on its own.
+            waveform: (nb_channels, nb_samples) float32 (see `mask` for how channels are treated).
         Returns:
             {"vocals": (nb_channels, nb_samples), "accompaniment": (nb_channels, nb_samples)} float32.
         """

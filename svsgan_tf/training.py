@@ -97,7 +97,7 @@ def build_svsgan(config: Config, init_model: str | None = None) -> SVSGAN:
     else:
         generator, discriminator = build_generator(config), build_discriminator(config)
     model = SVSGAN(generator, discriminator, config.train, name="svsgan")
-    model(tf.zeros((1, 1, config.stft.nb_bins)))
+    model(tf.zeros((1, 1, config.nb_features)))
     model.compile(g_optimizer=make_optimizer(config.train.optimizer, config.train.g_learning_rate),
                   d_optimizer=make_optimizer(config.train.optimizer, config.train.d_learning_rate),
                   jit_compile=False)

@@ -13,10 +13,10 @@ def build_generator(config: Config) -> MaskGenerator:
     nb_input_bins = config.stft.bins_below(model.max_frequency)
     if model.generator == "encoder":
         generator = EncoderGenerator(nb_bins, model.encoder_units, model.decoder_units, nb_input_bins,
-                                     name="generator")
+                                     model.nb_channels, name="generator")
     elif model.generator == "rnn":
         generator = RNNGenerator(nb_bins, model.encoder_units, model.decoder_units, model.lstm_units,
-                                 model.bidirectional, nb_input_bins, name="generator")
+                                 model.bidirectional, nb_input_bins, model.nb_channels, name="generator")
     else:
         raise ConfigError(f"config: model.generator={model.generator!r} unknown generator, "
                           "expected one of encoder, rnn")
@@ -26,7 +26,7 @@ def build_generator(config: Config) -> MaskGenerator:
 
 def build_discriminator(config: Config) -> Discriminator:
     """The conditional discriminator of config.model, built."""
-    discriminator = Discriminator(config.stft.nb_bins, config.model.discriminator_units,
+    discriminator = Discriminator(config.nb_features, config.model.discriminator_units,
                                   name="discriminator")
     discriminator.create_weights()
     return discriminator

@@ -12,40 +12,61 @@ MIN_INPUT_STD = 0.05
 
 
 class MaskGenerator(keras.Model):
-    """Base generator: mixture magnitude (batch, nb_frames, nb_bins) -> soft mask in [0, 1], same shape.
+    """Base generator: mixture magnitude (batch, nb_frames, nb_channels * nb_bins) -> soft mask in
+    [0, 1], same shape.
 
-    The encoder sees the first `nb_input_bins` bins only (the band below model.max_frequency),
-    compressed with log1p and standardised per bin with `input_mean` / `input_scale` (initialised from
-    training data by `set_input_statistics`, then trained, as in Open-Unmix); the mask covers all
-    `nb_bins`. The vocals estimate is mask * mixture magnitude; the accompaniment is (1 - mask) * mixture.
+    A frame holds `nb_channels` channels' `nb_bins` bins, channel-major (1: one channel, the paper's
+    model; 2: joint stereo, see ModelConfig). The encoder sees the first `nb_input_bins` bins of each
+    channel only (the band below model.max_frequency), compressed with log1p and standardised per bin
+    with `input_mean` / `input_scale` (initialised from training data by `set_input_statistics`, then
+    trained, as in Open-Unmix); the mask covers all bins. The vocals estimate is mask * mixture
+    magnitude; the accompaniment is (1 - mask) * mixture.
     """
 
     def __init__(self, nb_bins: int, encoder_units=(512, 256), decoder_units=(512,),
-                 nb_input_bins: int | None = None, **kwargs):
+                 nb_input_bins: int | None = None, nb_channels: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.nb_bins = nb_bins
         self.nb_input_bins = nb_input_bins or nb_bins
+        self.nb_channels = nb_channels
         self.encoder_units = tuple(encoder_units)
         self.decoder_units = tuple(decoder_units)
-        self.input_mean = self.add_weight(shape=(self.nb_input_bins,), initializer="zeros", name="input_mean")
-        self.input_scale = self.add_weight(shape=(self.nb_input_bins,), initializer="ones", name="input_scale")
+        nb_inputs = nb_channels * self.nb_input_bins
+        self.input_mean = self.add_weight(shape=(nb_inputs,), initializer="zeros", name="input_mean")
+        self.input_scale = self.add_weight(shape=(nb_inputs,), initializer="ones", name="input_scale")
         self.encoder = [keras.layers.Dense(u, activation="relu", name=f"encoder_{i}")
                         for i, u in enumerate(self.encoder_units)]
         self.decoder = [keras.layers.Dense(u, activation="relu", name=f"decoder_{i}")
                         for i, u in enumerate(self.decoder_units)]
-        self.mask_layer = keras.layers.Dense(nb_bins, activation="sigmoid", name="mask")
+        self.mask_layer = keras.layers.Dense(nb_channels * nb_bins, activation="sigmoid", name="mask")
+
+    @property
+    def nb_features(self) -> int:
+        """Values per input frame: nb_channels * nb_bins."""
+        return self.nb_channels * self.nb_bins
 
     def set_input_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
-        """Set the per-bin standardisation from log1p-magnitude statistics of shape (nb_bins,); the
+        """Set the per-bin standardisation from log1p-magnitude statistics of shape (nb_features,); the
         standard deviation is floored at MIN_INPUT_STD."""
-        mean = np.asarray(mean, np.float32)[:self.nb_input_bins]
-        std = np.asarray(std, np.float32)[:self.nb_input_bins]
-        self.input_mean.assign(mean)
-        self.input_scale.assign(1.0 / np.maximum(std, MIN_INPUT_STD))
+        def band(values):
+            # (nb_features,) -> (nb_channels, nb_bins) -> (nb_channels * nb_input_bins,)
+            values = np.asarray(values, np.float32).reshape(self.nb_channels, self.nb_bins)
+            return values[:, :self.nb_input_bins].reshape(-1)
+        self.input_mean.assign(band(mean))
+        self.input_scale.assign(1.0 / np.maximum(band(std), MIN_INPUT_STD))
 
     def features(self, mixture_magnitude):
-        """(batch, nb_frames, nb_bins) magnitude -> (batch, nb_frames, nb_input_bins) standardised log1p."""
-        band = mixture_magnitude[..., :self.nb_input_bins]
+        """(batch, nb_frames, nb_channels * nb_bins) magnitude -> standardised log1p of the band,
+        (batch, nb_frames, nb_channels * nb_input_bins)."""
+        if self.nb_input_bins < self.nb_bins:
+            leading = tf.shape(mixture_magnitude)[:-1]                        # [batch, nb_frames]
+            # (batch, nb_frames, nb_channels * nb_bins) -> (batch, nb_frames, nb_channels, nb_bins)
+            channels = tf.reshape(mixture_magnitude, tf.concat([leading, [self.nb_channels, self.nb_bins]], 0))
+            # (batch, nb_frames, nb_channels, nb_input_bins) -> (batch, nb_frames, nb_channels * nb_input_bins)
+            band = tf.reshape(channels[..., :self.nb_input_bins],
+                              tf.concat([leading, [self.nb_channels * self.nb_input_bins]], 0))
+        else:
+            band = mixture_magnitude
         return (tf.math.log1p(band) - self.input_mean) * self.input_scale
 
     def encode(self, mixture_magnitude):
@@ -62,18 +83,19 @@ class MaskGenerator(keras.Model):
 
     def create_weights(self) -> None:
         """Create every weight by calling the model on one zero frame."""
-        self(tf.zeros((1, 1, self.nb_bins)))
+        self(tf.zeros((1, 1, self.nb_features)))
 
     def get_config(self):
         return {"nb_bins": self.nb_bins, "encoder_units": self.encoder_units,
-                "decoder_units": self.decoder_units, "nb_input_bins": self.nb_input_bins}
+                "decoder_units": self.decoder_units, "nb_input_bins": self.nb_input_bins,
+                "nb_channels": self.nb_channels}
 
 
 class EncoderGenerator(MaskGenerator):
     """Fully connected encoder-decoder applied to each frame on its own (paper, Fig. 1)."""
 
     def call(self, mixture_magnitude, training=False):
-        """(batch, nb_frames, nb_bins) -> mask (batch, nb_frames, nb_bins)."""
+        """(batch, nb_frames, nb_features) -> mask (batch, nb_frames, nb_features)."""
         return self.decode(self.encode(mixture_magnitude))
 
 
@@ -85,8 +107,8 @@ class RNNGenerator(MaskGenerator):
     """
 
     def __init__(self, nb_bins: int, encoder_units=(512, 256), decoder_units=(512,), lstm_units=256,
-                 bidirectional=False, nb_input_bins: int | None = None, **kwargs):
-        super().__init__(nb_bins, encoder_units, decoder_units, nb_input_bins, **kwargs)
+                 bidirectional=False, nb_input_bins: int | None = None, nb_channels: int = 1, **kwargs):
+        super().__init__(nb_bins, encoder_units, decoder_units, nb_input_bins, nb_channels, **kwargs)
         self.lstm_units = lstm_units
         self.bidirectional = bidirectional
         lstm = keras.layers.LSTM(lstm_units, return_sequences=True, return_state=not bidirectional,
@@ -94,14 +116,14 @@ class RNNGenerator(MaskGenerator):
         self.lstm = keras.layers.Bidirectional(lstm, name="bilstm") if bidirectional else lstm
 
     def call(self, mixture_magnitude, training=False, initial_state=None, return_state=False):
-        """(batch, nb_frames, nb_bins) -> mask (batch, nb_frames, nb_bins) [, [h, c]]."""
+        """(batch, nb_frames, nb_features) -> mask (batch, nb_frames, nb_features) [, [h, c]]."""
         hidden = self.encode(mixture_magnitude)            # (batch, nb_frames, encoder_units[-1])
         if self.bidirectional:
             if initial_state is not None or return_state:
                 raise ValueError("a bidirectional LSTM cannot carry state between blocks")
             return self.decode(self.lstm(hidden, training=training))
         sequence, state_h, state_c = self.lstm(hidden, initial_state=initial_state, training=training)
-        mask = self.decode(sequence)                          # (batch, nb_frames, nb_bins)
+        mask = self.decode(sequence)                          # (batch, nb_frames, nb_features)
         return (mask, [state_h, state_c]) if return_state else mask
 
     def get_config(self):

@@ -1,0 +1,123 @@
+"""Joint-stereo models (model.nb_channels=2): frame layout, band limit per channel, data pipeline,
+Separator channel handling against a NumPy reference, training and a round trip through a model folder."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from svsgan_tf import data as data_lib
+from svsgan_tf.datasets import ArrayTrack
+from svsgan_tf.errors import ConfigError, DataError
+from svsgan_tf.models import build_discriminator, build_generator
+from svsgan_tf.separator import Separator
+from svsgan_tf.spectral import magnitude_frames
+from svsgan_tf.synthetic import make_track, make_tracks
+from svsgan_tf.training import train
+from tests.conftest import tiny_config
+
+STEREO = {"model.nb_channels": 2}
+
+
+def test_config_accepts_one_or_two_channels_only():
+    assert tiny_config(**STEREO).nb_features == 2 * tiny_config().stft.nb_bins
+    with pytest.raises(ConfigError, match="model.nb_channels"):
+        tiny_config(**{"model.nb_channels": 3})
+
+
+@pytest.mark.parametrize("generator", ["encoder", "rnn"])
+def test_generator_and_discriminator_take_both_channels(generator, rng):
+    config = tiny_config(**STEREO, **{"model.generator": generator})
+    nb_features = config.nb_features
+    mask = build_generator(config)(rng.uniform(0, 5, (3, 7, nb_features)).astype(np.float32)).numpy()
+    assert mask.shape == (3, 7, nb_features) and mask.min() >= 0 and mask.max() <= 1
+    frame = tf.zeros((2, 7, nb_features))
+    assert build_discriminator(config)((frame, frame)).shape == (2, 7)
+
+
+def test_band_limit_applies_to_each_channel(rng):
+    config = tiny_config(**STEREO, **{"model.max_frequency": 2000.0})
+    nb_bins, nb_input_bins = config.stft.nb_bins, config.stft.bins_below(2000.0)
+    generator = build_generator(config)
+    assert generator.input_mean.shape == (2 * nb_input_bins,)
+    x = rng.uniform(0, 5, (2, 5, 2 * nb_bins)).astype(np.float32)
+    above = x.copy()
+    above[..., nb_input_bins:nb_bins] *= 10.0             # left channel above the band
+    above[..., nb_bins + nb_input_bins:] *= 10.0          # right channel above the band
+    np.testing.assert_array_equal(generator(x).numpy(), generator(above).numpy())
+    inside = x.copy()
+    inside[..., nb_bins] *= 10.0                          # the right channel's first bin is seen
+    assert not np.allclose(generator(x).numpy(), generator(inside).numpy())
+    mean = rng.uniform(0, 1, 2 * nb_bins).astype(np.float32)
+    generator.set_input_statistics(mean, np.ones_like(mean))
+    np.testing.assert_array_equal(generator.input_mean.numpy(),
+                                  np.concatenate([mean[:nb_input_bins], mean[nb_bins:nb_bins + nb_input_bins]]))
+
+
+def test_training_examples_join_the_channels_channel_major():
+    config = tiny_config(**STEREO, **{"data.augment": False})
+    track = make_track(5, duration=1.0, sample_rate=config.stft.sample_rate)
+    mono = ArrayTrack("mono", track.vocals[:, :1], track.accompaniment[:, :1], config.stft.sample_rate)
+    dataset = data_lib.validation_dataset([track, mono], config).unbatch()
+    examples = list(dataset)
+    nb_samples = data_lib.excerpt_samples(config.stft, config.data.excerpt_frames)
+    per_track = track.mixture.shape[0] // nb_samples
+    assert len(examples) == 2 * per_track                # one example per excerpt, not per channel
+    nb_bins = config.stft.nb_bins
+    mixture, _ = examples[0]
+    assert mixture.shape == (config.data.excerpt_frames, 2 * nb_bins)
+    for channel in (0, 1):
+        expected = magnitude_frames(tf.constant(track.mixture[:nb_samples, channel]), config.stft.n_fft,
+                                    config.stft.hop_length).numpy()
+        np.testing.assert_allclose(mixture[:, channel * nb_bins:(channel + 1) * nb_bins], expected, atol=1e-5)
+    mono_mixture, _ = examples[per_track]
+    np.testing.assert_array_equal(mono_mixture[:, :nb_bins], mono_mixture[:, nb_bins:])   # duplicated
+
+
+def test_tracks_of_more_than_two_channels_are_refused_by_name():
+    config = tiny_config(**STEREO)
+    audio = np.zeros((8000, 3), np.float32)
+    with pytest.raises(DataError, match="surround: has 3 channels"):
+        data_lib.training_dataset([ArrayTrack("surround", audio, audio, 8000)], config)
+
+
+def numpy_joint_mask(generator, magnitude):
+    """Reference: (2, nb_frames, nb_bins) -> one (1, nb_frames, 2 * nb_bins) call, split back."""
+    frames = np.concatenate([magnitude[0], magnitude[1]], axis=-1)[None]
+    mask = generator(frames).numpy()[0]
+    nb_bins = magnitude.shape[-1]
+    return np.stack([mask[:, :nb_bins], mask[:, nb_bins:]])
+
+
+@pytest.fixture(scope="module")
+def stereo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stereo_run")
+    config = tiny_config(**STEREO, **{"model.generator": "rnn"})
+    return train(config, str(out), verbose=0, tensorboard=False)
+
+
+def test_tiny_stereo_run_trains_and_reloads(stereo_run, rng):
+    assert len(stereo_run.history["kl"]) == 2 and np.all(np.isfinite(stereo_run.history["kl"]))
+    separator = Separator.from_directory(stereo_run.model_dir)
+    assert separator.config.model.nb_channels == 2 and separator.generator.nb_features == stereo_run.config.nb_features
+    magnitude = rng.uniform(0, 5, (2, 9, separator.config.stft.nb_bins)).astype(np.float32)
+    np.testing.assert_allclose(separator.mask(tf.constant(magnitude)).numpy(),
+                               numpy_joint_mask(separator.generator, magnitude), atol=1e-6)
+
+
+def test_separator_uses_the_other_channel_and_handles_any_channel_count(stereo_run, rng):
+    separator = Separator.from_directory(stereo_run.model_dir)
+    magnitude = rng.uniform(0, 5, (2, 9, separator.config.stft.nb_bins)).astype(np.float32)
+    changed = magnitude.copy()
+    changed[1] *= 4.0                                        # only the right channel changes
+    left, left_changed = (separator.mask(tf.constant(m)).numpy()[0] for m in (magnitude, changed))
+    assert not np.allclose(left, left_changed)              # the left mask sees the right channel
+    # any other channel count: each channel is separated as a pair of two equal channels
+    three = rng.uniform(0, 5, (3, 9, separator.config.stft.nb_bins)).astype(np.float32)
+    mask = separator.mask(tf.constant(three)).numpy()
+    for channel in range(3):
+        pair = numpy_joint_mask(separator.generator, np.stack([three[channel]] * 2))
+        np.testing.assert_allclose(mask[channel], pair.mean(0), atol=1e-6)
+    track = make_track(4, duration=1.0, sample_rate=8000)
+    for audio in (track.mixture, track.mixture[:, 0], np.tile(track.mixture, (1, 2))):
+        stems = separator.separate(audio, 8000)
+        assert stems["vocals"].shape == audio.shape
+        np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], audio, atol=1e-4)
