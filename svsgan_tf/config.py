@@ -64,11 +64,14 @@ class ModelConfig:
     channels' bins, channel-major, (batch, nb_frames, 2 * nb_bins), so the generator can use the
     inter-channel cues (vocals are mostly panned to the centre) and predicts one mask per channel; it
     separates mono audio as two equal channels, and audio of more channels channel by channel.
+
+    `dropout` is the fraction of every hidden layer's outputs in G dropped in training (0: none).
     """
 
     generator: str = "encoder"
     max_frequency: float | None = 16000.0
     nb_channels: int = 1
+    dropout: float = 0.0
     encoder_units: tuple[int, ...] = (512, 256)
     lstm_units: int = 256
     bidirectional: bool = False
@@ -85,6 +88,7 @@ class ModelConfig:
         _check(self.lstm_units > 0, "model.lstm_units", self.lstm_units, "must be > 0")
         _check(self.nb_channels in (1, 2), "model.nb_channels", self.nb_channels,
                "must be 1 (channel by channel) or 2 (joint stereo)")
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
         _check(self.max_frequency is None or self.max_frequency > 0, "model.max_frequency",
                self.max_frequency, "must be > 0 Hz or null (full band)")
 

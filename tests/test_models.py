@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from svsgan_tf.errors import ConfigError
 from svsgan_tf.losses import discriminator_loss, generalized_kl, generator_adversarial_loss
 from svsgan_tf.models import build_discriminator, build_generator
 from tests.conftest import tiny_config
@@ -118,3 +119,14 @@ def test_input_standardisation_floors_the_deviation_of_near_constant_bins(rng):
     scale = model.input_scale.numpy()
     np.testing.assert_allclose(scale[:-10], 1.0 / std[:-10], rtol=1e-6)
     np.testing.assert_allclose(scale[-10:], 1.0 / MIN_INPUT_STD, rtol=1e-6)
+
+
+@pytest.mark.parametrize("generator", ["encoder", "rnn"])
+def test_dropout_acts_in_training_only(generator, rng):
+    config = tiny_config(**{"model.generator": generator, "model.dropout": 0.5})
+    model = build_generator(config)
+    x = tf.constant(rng.uniform(0, 5, (2, 6, config.stft.nb_bins)).astype(np.float32))
+    np.testing.assert_array_equal(model(x).numpy(), model(x, training=False).numpy())
+    assert not np.allclose(model(x, training=True).numpy(), model(x, training=True).numpy())
+    with pytest.raises(ConfigError, match="model.dropout"):
+        tiny_config(**{"model.dropout": 1.0})

@@ -20,15 +20,18 @@ class MaskGenerator(keras.Model):
     channel only (the band below model.max_frequency), compressed with log1p and standardised per bin
     with `input_mean` / `input_scale` (initialised from training data by `set_input_statistics`, then
     trained, as in Open-Unmix); the mask covers all bins. The vocals estimate is mask * mixture
-    magnitude; the accompaniment is (1 - mask) * mixture.
+    magnitude; the accompaniment is (1 - mask) * mixture. With `dropout` > 0, that fraction of every
+    hidden layer's outputs (encoder, LSTM, decoder) is dropped in training.
     """
 
     def __init__(self, nb_bins: int, encoder_units=(512, 256), decoder_units=(512,),
-                 nb_input_bins: int | None = None, nb_channels: int = 1, **kwargs):
+                 nb_input_bins: int | None = None, nb_channels: int = 1, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.nb_bins = nb_bins
         self.nb_input_bins = nb_input_bins or nb_bins
         self.nb_channels = nb_channels
+        self.dropout_rate = float(dropout)
+        self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
         self.encoder_units = tuple(encoder_units)
         self.decoder_units = tuple(decoder_units)
         nb_inputs = nb_channels * self.nb_input_bins
@@ -69,16 +72,18 @@ class MaskGenerator(keras.Model):
             band = mixture_magnitude
         return (tf.math.log1p(band) - self.input_mean) * self.input_scale
 
-    def encode(self, mixture_magnitude):
+    def encode(self, mixture_magnitude, training=False):
+        """(batch, nb_frames, nb_features) -> (batch, nb_frames, encoder_units[-1])."""
         x = self.features(mixture_magnitude)
         for layer in self.encoder:
-            x = layer(x)
+            x = self.dropout(layer(x), training=training)
         return x
 
-    def decode(self, hidden):
+    def decode(self, hidden, training=False):
+        """(batch, nb_frames, hidden units) -> mask (batch, nb_frames, nb_features)."""
         x = hidden
         for layer in self.decoder:
-            x = layer(x)
+            x = self.dropout(layer(x), training=training)
         return self.mask_layer(x)
 
     def create_weights(self) -> None:
@@ -88,7 +93,7 @@ class MaskGenerator(keras.Model):
     def get_config(self):
         return {"nb_bins": self.nb_bins, "encoder_units": self.encoder_units,
                 "decoder_units": self.decoder_units, "nb_input_bins": self.nb_input_bins,
-                "nb_channels": self.nb_channels}
+                "nb_channels": self.nb_channels, "dropout": self.dropout_rate}
 
 
 class EncoderGenerator(MaskGenerator):
@@ -96,7 +101,7 @@ class EncoderGenerator(MaskGenerator):
 
     def call(self, mixture_magnitude, training=False):
         """(batch, nb_frames, nb_features) -> mask (batch, nb_frames, nb_features)."""
-        return self.decode(self.encode(mixture_magnitude))
+        return self.decode(self.encode(mixture_magnitude, training), training)
 
 
 class RNNGenerator(MaskGenerator):
@@ -107,8 +112,9 @@ class RNNGenerator(MaskGenerator):
     """
 
     def __init__(self, nb_bins: int, encoder_units=(512, 256), decoder_units=(512,), lstm_units=256,
-                 bidirectional=False, nb_input_bins: int | None = None, nb_channels: int = 1, **kwargs):
-        super().__init__(nb_bins, encoder_units, decoder_units, nb_input_bins, nb_channels, **kwargs)
+                 bidirectional=False, nb_input_bins: int | None = None, nb_channels: int = 1,
+                 dropout: float = 0.0, **kwargs):
+        super().__init__(nb_bins, encoder_units, decoder_units, nb_input_bins, nb_channels, dropout, **kwargs)
         self.lstm_units = lstm_units
         self.bidirectional = bidirectional
         lstm = keras.layers.LSTM(lstm_units, return_sequences=True, return_state=not bidirectional,
@@ -117,13 +123,14 @@ class RNNGenerator(MaskGenerator):
 
     def call(self, mixture_magnitude, training=False, initial_state=None, return_state=False):
         """(batch, nb_frames, nb_features) -> mask (batch, nb_frames, nb_features) [, [h, c]]."""
-        hidden = self.encode(mixture_magnitude)            # (batch, nb_frames, encoder_units[-1])
+        hidden = self.encode(mixture_magnitude, training)  # (batch, nb_frames, encoder_units[-1])
         if self.bidirectional:
             if initial_state is not None or return_state:
                 raise ValueError("a bidirectional LSTM cannot carry state between blocks")
-            return self.decode(self.lstm(hidden, training=training))
+            sequence = self.lstm(hidden, training=training)   # (batch, nb_frames, 2 * lstm_units)
+            return self.decode(self.dropout(sequence, training=training), training)
         sequence, state_h, state_c = self.lstm(hidden, initial_state=initial_state, training=training)
-        mask = self.decode(sequence)                          # (batch, nb_frames, nb_features)
+        mask = self.decode(self.dropout(sequence, training=training), training)   # (batch, nb_frames, nb_features)
         return (mask, [state_h, state_c]) if return_state else mask
 
     def get_config(self):
