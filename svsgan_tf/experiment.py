@@ -60,8 +60,9 @@ def base_config(settings: ExperimentSettings):
     })
 
 
-def load_songs(config, settings: ExperimentSettings):
-    """(training, validation, test) tracks: synthetic, or the data set's train and test subsets."""
+def load_songs(config, settings: ExperimentSettings, quiet: bool = False):
+    """(training, validation, test) tracks: synthetic, or the data set's train and test subsets
+    (`quiet`: no decoding progress bars)."""
     from svsgan_tf.data import readable, synthetic_tracks
     from svsgan_tf.training import load_tracks
 
@@ -73,9 +74,9 @@ def load_songs(config, settings: ExperimentSettings):
                 [readable(t) for t in songs])
     from svsgan_tf.datasets import load_dataset, materialize
 
-    training, validation = load_tracks(config)
+    training, validation = load_tracks(config, quiet=quiet)
     report = load_dataset(settings.data, "test", sample_rate=None, true_mixture=True)
-    test, skipped = materialize(report.tracks)
+    test, skipped = materialize(report.tracks, quiet=quiet)
     for line in report.skipped + skipped:
         logger.warning("test track skipped: %s", line)
     return training, validation, test
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     from svsgan_tf.io_utils import atomic_write_text
 
     started = time.time()
-    training, validation, songs = load_songs(config, settings)
+    training, validation, songs = load_songs(config, settings, args.quiet)
     seeds = [settings.seed + k for k in range(settings.seeds)]
     model_dirs = {}
     for seed in seeds:
