@@ -141,6 +141,9 @@ class TrainConfig:
 
     G's rate within each phase follows `lr_schedule`: "constant", or "cosine", which decays it per epoch
     from the phase's rate to `final_lr_fraction` times that rate at the phase's last epoch.
+
+    With `average_epochs` > 0, G's weights averaged over the run's last `average_epochs` epochs
+    (stochastic weight averaging) are written to the run's averaged_model/ (callbacks.WeightAverage).
     """
 
     pretrain_epochs: int = 10
@@ -153,6 +156,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     final_lr_fraction: float = 0.1
     optimizer: str = "adam"
+    average_epochs: int = 0
     kl_weight: float = 1.0
     adversarial_weight: float = 0.5
     balance: str = "gradient"
@@ -184,6 +188,8 @@ class TrainConfig:
         _check(self.gan_epochs >= 0, "train.gan_epochs", self.gan_epochs, "must be >= 0")
         _check(self.epochs > 0, "train.epochs", self.epochs, "pretrain_epochs + gan_epochs must be > 0")
         _check(self.batch_size > 0, "train.batch_size", self.batch_size, "must be > 0")
+        _check(0 <= self.average_epochs <= self.epochs, "train.average_epochs", self.average_epochs,
+               "must be in [0, pretrain_epochs + gan_epochs]")
         _check(self.steps_per_epoch is None or self.steps_per_epoch > 0, "train.steps_per_epoch",
                self.steps_per_epoch, "must be > 0 or null")
         for name in ("g_learning_rate", "gan_g_learning_rate", "d_learning_rate", "eps"):

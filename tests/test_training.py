@@ -1,9 +1,12 @@
 """The two-phase train_step: which weights move, what the logs carry, a tiny overfit, the data pipeline."""
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from svsgan_tf import data as data_lib
+from svsgan_tf.errors import ConfigError
 from svsgan_tf.synthetic import make_tracks
 from svsgan_tf.training import build_svsgan, train
 from tests.conftest import tiny_config
@@ -115,8 +118,6 @@ def test_gradient_balance_puts_the_adversarial_gradient_on_the_kl_scale():
 
 
 def test_best_model_survives_a_resumed_run(tmp_path):
-    import json
-
     config = tiny_config(**{"train.gan_epochs": 0, "train.pretrain_epochs": 2})
     train(config, str(tmp_path), verbose=0, tensorboard=False)
     record = json.loads((tmp_path / "best_model.json").read_text())
@@ -151,3 +152,55 @@ def test_validation_sdr_is_the_median_global_sdr_of_the_separated_songs(tmp_path
         error = np.sum((track.vocals - vocals) ** 2)
         expected.append(10 * np.log10(np.sum(track.vocals ** 2) / error))
     np.testing.assert_allclose(logs["val_sdr"], np.median(expected), atol=1e-3)
+
+
+def test_weight_average_is_the_mean_of_the_last_epochs_and_survives_a_resume(tmp_path, rng):
+    """WeightAverage against a NumPy mean of G's weights at the last epochs, across a resume."""
+    from svsgan_tf.callbacks import ValidationSDR, WeightAverage
+    from svsgan_tf.model_io import load_generator
+
+    config = tiny_config(**{"train.pretrain_epochs": 4, "train.gan_epochs": 0, "train.average_epochs": 3})
+    model = build_svsgan(config)
+    tracks = make_tracks(2, seed=5, duration=1.0, sample_rate=config.stft.sample_rate)
+    path = str(tmp_path / "averaged_model")
+
+    def callback():
+        made = WeightAverage(path, config, ValidationSDR(tracks, config))
+        made.set_model(model)
+        made.on_train_begin()
+        return made
+
+    seen = []
+    average = callback()
+    for epoch in range(3):                      # epoch 0 is before the averaged window
+        weights = [rng.normal(size=w.shape).astype(np.float32) for w in model.generator.get_weights()]
+        model.generator.set_weights(weights)
+        average.on_epoch_end(epoch, {})
+        seen.append(weights)
+    assert json.loads((tmp_path / "averaged_model.json").read_text())["epochs"] == 2
+    # resumed: epoch 2 runs again (killed before its backup) and must not be counted twice
+    average = callback()
+    model.generator.set_weights([w + 100.0 for w in seen[2]])
+    average.on_epoch_end(2, {})
+    weights = [rng.normal(size=w.shape).astype(np.float32) for w in model.generator.get_weights()]
+    model.generator.set_weights(weights)
+    average.on_epoch_end(3, {})
+    seen.append(weights)
+    record = json.loads((tmp_path / "averaged_model.json").read_text())
+    assert record["epochs"] == 3 and record["last_epoch"] == 4 and np.isfinite(record["val_sdr"])
+    _, generator = load_generator(path)
+    for got, *epochs in zip(generator.get_weights(), *seen[1:]):
+        np.testing.assert_allclose(got, np.mean(epochs, axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_training_writes_the_averaged_model(tmp_path):
+    from svsgan_tf.separator import Separator
+
+    config = tiny_config(**{"train.pretrain_epochs": 2, "train.gan_epochs": 0, "train.average_epochs": 2})
+    train(config, str(tmp_path), verbose=0, tensorboard=False)
+    record = json.loads((tmp_path / "averaged_model.json").read_text())
+    assert record["epochs"] == 2 and record["last_epoch"] == 2
+    stems = Separator.from_directory(str(tmp_path / "averaged_model")).separate(np.zeros((4000, 2), np.float32), 8000)
+    assert stems["vocals"].shape == (4000, 2)
+    with pytest.raises(ConfigError, match="train.average_epochs"):
+        tiny_config(**{"train.average_epochs": 3})
