@@ -1,4 +1,4 @@
-"""Benchmark: training throughput (frames/s per phase and generator) and separation of the 30 s songs.
+"""Benchmark: training throughput (frames of one channel per second, per phase and generator) and separation of the 30 s songs.
 
 Writes bench/bench_training_separation.json beside this script. Separation uses --model, else the
 shipped pretrained model, else a default-size generator with random weights (said so in the JSON):
@@ -35,9 +35,11 @@ def training_throughput(steps: int) -> list[dict]:
     from svsgan_tf.training import build_svsgan
 
     results = []
-    for generator, bidirectional in (("encoder", False), ("rnn", False), ("rnn", True)):
+    for generator, bidirectional, nb_channels in (("encoder", False, 1), ("rnn", False, 1), ("rnn", True, 1),
+                                                  ("rnn", True, 2)):
         config = Config().replace(**{"model.generator": generator, "model.bidirectional": bidirectional,
-                                     "data.excerpt_frames": 64})
+                                     "model.nb_channels": nb_channels, "data.excerpt_frames": 64,
+                                     "data.excerpts_per_track": 16})
         tracks = make_tracks(4, seed=0, duration=8.0)
         batches = list(data_lib.training_dataset(tracks, config).take(4))
         mixture = tf.stack([b[0] for b in batches])
@@ -53,9 +55,12 @@ def training_throughput(steps: int) -> list[dict]:
             for _ in range(steps):
                 model.train_function(iterator)
             seconds = (time.perf_counter() - start) / steps
-            frames = config.train.batch_size * config.data.excerpt_frames
-            results.append({"generator": generator + ("-bidirectional" if bidirectional else ""),
-                            "phase": phase, "batch": f"{config.train.batch_size} x {config.data.excerpt_frames} frames",
+            # frames of one channel: a joint-stereo example holds two
+            frames = config.train.batch_size * config.data.excerpt_frames * nb_channels
+            name = generator + ("-bidirectional" if bidirectional else "") + ("-stereo" if nb_channels == 2 else "")
+            batch = f"{config.train.batch_size} x {config.data.excerpt_frames} frames" + (
+                " x 2 channels" if nb_channels == 2 else "")
+            results.append({"generator": name, "phase": phase, "batch": batch,
                             "ms_per_step": round(seconds * 1000, 1), "frames_per_s": round(frames / seconds, 1),
                             "audio_seconds_per_s": round(frames * config.stft.hop_length / config.stft.sample_rate
                                                          / seconds, 1)})
