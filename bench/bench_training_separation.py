@@ -1,4 +1,4 @@
-"""Benchmark: training throughput (frames of one channel per second, per phase and generator) and separation of the 30 s songs.
+"""Benchmark: training throughput (per-channel frames/s by generator and phase), separation of the 30 s songs.
 
 Writes bench/bench_training_separation.json beside this script. Separation uses --model, else the
 shipped pretrained model, else a default-size generator with random weights (said so in the JSON):
