@@ -44,8 +44,8 @@ def measure(strategy_name: str, steps: int, repeats: int) -> dict:
     else:
         strategy = make_strategy("one")
     rng = np.random.default_rng(0)
-    shape = (config.train.batch_size, config.data.excerpt_frames, config.stft.nb_bins)
-    mixture = np.abs(rng.normal(size=shape)).astype(np.float32)          # (batch, nb_frames, nb_bins)
+    shape = (config.train.batch_size, config.data.excerpt_frames, config.nb_features)
+    mixture = np.abs(rng.normal(size=shape)).astype(np.float32)          # (batch, nb_frames, nb_features)
     vocals = (mixture * rng.uniform(size=shape)).astype(np.float32)
     dataset = tf.data.Dataset.from_tensors((mixture, vocals)).repeat()
     with strategy.scope():

@@ -66,7 +66,9 @@ class ValidationSDR(keras.callbacks.Callback):
         if logs is None:
             return
         score = self.score(self.separator)
-        if score is not None:
+        if score is None:
+            logger.warning("val_sdr: every validation song has silent vocals, no score this epoch")
+        else:
             logs["val_sdr"] = score
 
     def score(self, separator) -> float | None:
@@ -89,8 +91,9 @@ class ValidationSDR(keras.callbacks.Callback):
 class WeightAverage(keras.callbacks.Callback):
     """Stochastic weight averaging (Izmailov et al. 2018): the running mean of G's weights over the
     run's last `train.average_epochs` epochs, written after each of them to `path` as a complete model
-    directory (with D's current weights), and recorded in `<path>.json` as {"epochs": how many epochs
-    are averaged, "last_epoch": the last one (1-based), "val_sdr": the averaged G's val_sdr}.
+    directory (with D's current weights) holding RECORD_FILE, {"epochs": how many epochs are averaged,
+    "last_epoch": the last one (1-based), "val_sdr": the averaged G's val_sdr}; the record is written in
+    the same atomic step as the weights.
 
     Late epochs of a small data set move the held-out SDR by tenths of a dB from one epoch to the next;
     their mean lies nearer the centre of that region. A resumed run continues the mean from the
@@ -102,6 +105,8 @@ class WeightAverage(keras.callbacks.Callback):
         validation: the run's ValidationSDR callback, or None (no val_sdr in the record).
     """
 
+    RECORD_FILE = "average.json"
+
     def __init__(self, path: str, config: Config, validation: ValidationSDR | None = None):
         super().__init__()
         self.path = path
@@ -111,25 +116,27 @@ class WeightAverage(keras.callbacks.Callback):
         self.average: list[np.ndarray] | None = None
         self.count = 0
         self.last_epoch = 0
+        self.generator = self.separator = None
 
     @property
     def record_path(self) -> str:
-        return f"{self.path}.json"
+        return os.path.join(self.path, self.RECORD_FILE)
 
     def on_train_begin(self, logs=None):
+        from svsgan_tf.models import build_generator
         from svsgan_tf.model_io import load_generator
+        from svsgan_tf.separator import Separator
 
+        self.generator = build_generator(self.config)            # holds the average; traced once
+        self.separator = Separator(self.config, self.generator)
         self.average, self.count, self.last_epoch = None, 0, 0
-        if os.path.isfile(self.record_path) and os.path.isdir(self.path):
+        if os.path.isfile(self.record_path):
             with open(self.record_path, encoding="utf-8") as handle:
                 record = json.load(handle)
-            self.average = load_generator(self.path)[1].get_weights()
+            self.average = load_generator(self.path, self.config)[1].get_weights()
             self.count, self.last_epoch = int(record["epochs"]), int(record["last_epoch"])
 
     def on_epoch_end(self, epoch, logs=None):
-        from svsgan_tf.models import build_generator
-        from svsgan_tf.separator import Separator
-
         if epoch < self.first_epoch or epoch + 1 <= self.last_epoch:
             return
         weights = self.model.generator.get_weights()
@@ -138,13 +145,12 @@ class WeightAverage(keras.callbacks.Callback):
         else:                       # running mean: a_k = a_{k-1} + (w_k - a_{k-1}) / k
             self.average = [a + (w - a) / (self.count + 1) for a, w in zip(self.average, weights)]
         self.count, self.last_epoch = self.count + 1, epoch + 1
-        generator = build_generator(self.config)
-        generator.set_weights(self.average)
+        self.generator.set_weights(self.average)
         record = {"epochs": self.count, "last_epoch": self.last_epoch}
         if self.validation is not None:
-            record["val_sdr"] = self.validation.score(Separator(self.config, generator))
-        save_model(self.path, self.config, generator, self.model.discriminator)
-        atomic_write_text(self.record_path, json.dumps(record))
+            record["val_sdr"] = self.validation.score(self.separator)
+        save_model(self.path, self.config, self.generator, self.model.discriminator,
+                   extra_files={self.RECORD_FILE: json.dumps(record)})
         logger.info("epoch %d: weights of %d epochs averaged into %s (val_sdr %s)", epoch + 1, self.count,
                     self.path, record.get("val_sdr"))
 
@@ -177,6 +183,9 @@ class SaveModelDir(keras.callbacks.Callback):
                 value = json.load(handle).get(self.monitor)
             if value is not None:
                 self.best = self.sign * float(value)
+            else:
+                logger.warning("%s: records no %s (an older run's); the next epoch replaces %s", record,
+                               self.monitor, self.best_path)
 
     def on_epoch_end(self, epoch, logs=None):
         save_model(self.path, self.config, self.model.generator, self.model.discriminator)

@@ -49,8 +49,8 @@ class STFTConfig:
 class ModelConfig:
     """Generator and discriminator architecture.
 
-    The generator maps mixture magnitude frames (batch, nb_frames, nb_bins) to a mask in [0, 1] of the
-    same shape. `encoder` is the fully connected encoder-decoder of the paper's Fig. 1, applied to each
+    The generator maps mixture magnitude frames (batch, nb_frames, nb_channels * nb_bins) to a mask in
+    [0, 1] of the same shape. `encoder` is the fully connected encoder-decoder of the paper's Fig. 1, applied to each
     frame; `rnn` puts an LSTM between encoder and decoder (Fig. 4). The discriminator is an MLP over the
     candidate vocals frame joined with the mixture frame (Fig. 5).
 

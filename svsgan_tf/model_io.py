@@ -23,13 +23,21 @@ DISCRIMINATOR_FILE = "discriminator.weights.h5"
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 
 
-def save_model(path: str, config: Config, generator, discriminator=None) -> str:
-    """Write a model directory atomically (a temporary folder renamed onto `path`); return `path`."""
+def save_model(path: str, config: Config, generator, discriminator=None,
+               extra_files: dict[str, str] | None = None) -> str:
+    """Write a model directory atomically (a temporary folder renamed onto `path`); return `path`.
+
+    `extra_files` maps file names to text written into the same folder, so that they change together
+    with the weights (a kill leaves either the old folder or the new one, never a mix).
+    """
     with atomic_directory(path) as tmp:
         config.save(os.path.join(tmp, CONFIG_FILE))
         generator.save_weights(os.path.join(tmp, GENERATOR_FILE))
         if discriminator is not None:
             discriminator.save_weights(os.path.join(tmp, DISCRIMINATOR_FILE))
+        for name, text in (extra_files or {}).items():
+            with open(os.path.join(tmp, name), "w", encoding="utf-8") as handle:
+                handle.write(text)
     return path
 
 
@@ -43,11 +51,12 @@ def load_config(path: str) -> Config:
     return Config.load(config_path)
 
 
-def load_generator(path: str):
-    """Rebuild G from the directory's config and load its weights. Returns (config, generator)."""
+def load_generator(path: str, config: Config | None = None):
+    """Rebuild G from the directory's config (or from `config`, whose model must have the same weights,
+    e.g. another dropout rate) and load its weights. Returns (config, generator)."""
     from svsgan_tf.models import build_generator
 
-    config = load_config(path)
+    config = config or load_config(path)
     generator = build_generator(config)
     _load_weights(generator, os.path.join(path, GENERATOR_FILE), path)
     return config, generator

@@ -90,9 +90,14 @@ def build_svsgan(config: Config, init_model: str | None = None) -> SVSGAN:
     With `init_model`, G (and D when present) start from that model directory's weights.
     """
     if init_model:
-        init_config, generator = load_generator(init_model)
-        if init_config.model != config.model or init_config.stft != config.stft:
+        from svsgan_tf.model_io import load_config
+
+        init_config = load_config(init_model)
+        # dropout has no weights: a model may be fine-tuned with another rate
+        if dataclasses.replace(init_config.model, dropout=0.0) != dataclasses.replace(config.model, dropout=0.0) \
+                or init_config.stft != config.stft:
             raise ConfigError(f"{init_model}: its model/stft config differs from this run's")
+        _, generator = load_generator(init_model, config)
         discriminator = load_discriminator(init_model, init_config) or build_discriminator(config)
     else:
         generator, discriminator = build_generator(config), build_discriminator(config)

@@ -177,7 +177,7 @@ def test_weight_average_is_the_mean_of_the_last_epochs_and_survives_a_resume(tmp
         model.generator.set_weights(weights)
         average.on_epoch_end(epoch, {})
         seen.append(weights)
-    assert json.loads((tmp_path / "averaged_model.json").read_text())["epochs"] == 2
+    assert json.loads((tmp_path / "averaged_model" / "average.json").read_text())["epochs"] == 2
     # resumed: epoch 2 runs again (killed before its backup) and must not be counted twice
     average = callback()
     model.generator.set_weights([w + 100.0 for w in seen[2]])
@@ -186,7 +186,7 @@ def test_weight_average_is_the_mean_of_the_last_epochs_and_survives_a_resume(tmp
     model.generator.set_weights(weights)
     average.on_epoch_end(3, {})
     seen.append(weights)
-    record = json.loads((tmp_path / "averaged_model.json").read_text())
+    record = json.loads((tmp_path / "averaged_model" / "average.json").read_text())
     assert record["epochs"] == 3 and record["last_epoch"] == 4 and np.isfinite(record["val_sdr"])
     _, generator = load_generator(path)
     for got, *epochs in zip(generator.get_weights(), *seen[1:]):
@@ -198,9 +198,23 @@ def test_training_writes_the_averaged_model(tmp_path):
 
     config = tiny_config(**{"train.pretrain_epochs": 2, "train.gan_epochs": 0, "train.average_epochs": 2})
     train(config, str(tmp_path), verbose=0, tensorboard=False)
-    record = json.loads((tmp_path / "averaged_model.json").read_text())
+    record = json.loads((tmp_path / "averaged_model" / "average.json").read_text())
     assert record["epochs"] == 2 and record["last_epoch"] == 2
     stems = Separator.from_directory(str(tmp_path / "averaged_model")).separate(np.zeros((4000, 2), np.float32), 8000)
     assert stems["vocals"].shape == (4000, 2)
     with pytest.raises(ConfigError, match="train.average_epochs"):
         tiny_config(**{"train.average_epochs": 3})
+
+
+def test_init_model_may_change_dropout_only(tmp_path):
+    config = tiny_config(**{"train.pretrain_epochs": 1, "train.gan_epochs": 0})
+    start = train(config, str(tmp_path / "start"), verbose=0, tensorboard=False).model_dir
+    dropout = config.replace(**{"model.dropout": 0.3})
+    model = build_svsgan(dropout, init_model=start)
+    assert model.generator.dropout_rate == 0.3
+    from svsgan_tf.model_io import load_generator
+
+    for got, saved in zip(model.generator.get_weights(), load_generator(start)[1].get_weights()):
+        np.testing.assert_array_equal(got, saved)
+    with pytest.raises(ConfigError, match="differs"):
+        build_svsgan(config.replace(**{"model.encoder_units": [8, 4]}), init_model=start)
