@@ -119,7 +119,9 @@ def evaluate_all(model_dirs: dict[int, dict[str, str]], songs, wiener: int, quie
     for seed, per_model in model_dirs.items():
         for label, path in per_model.items():
             separator = Separator.from_directory(path, wiener_iterations=wiener)
-            rows[f"{label}@seed{seed}"] = evaluate_tracks(songs, separator, quiet=quiet).scores["model"]
+            # the model row alone: the mixture and oracle rows are the same for every model
+            rows[f"{label}@seed{seed}"] = evaluate_tracks(songs, separator, quiet=quiet,
+                                                          rows=("model",)).scores["model"]
     return rows
 
 
