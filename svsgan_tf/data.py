@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from svsgan_tf.config import Config, DataConfig, STFTConfig
 from svsgan_tf.errors import DataError
+from svsgan_tf import spectral
 from svsgan_tf.spectral import magnitude_frames
 
 logger = logging.getLogger(__name__)
@@ -122,10 +123,7 @@ def to_magnitude(dataset: tf.data.Dataset, stft: STFTConfig) -> tf.data.Dataset:
 def join_channels(dataset: tf.data.Dataset, nb_bins: int) -> tf.data.Dataset:
     """Step 3b (joint-stereo models): (2, nb_frames, nb_bins) -> (nb_frames, 2 * nb_bins) frames, the
     channels' bins side by side (channel-major), the layout the generator takes."""
-    def join(magnitude):
-        frames = tf.transpose(magnitude, [1, 0, 2])                  # (nb_frames, 2, nb_bins)
-        return tf.reshape(frames, [-1, 2 * nb_bins])                 # (nb_frames, 2 * nb_bins)
-    return dataset.map(lambda m, v: (join(m), join(v)))
+    return dataset.map(lambda m, v: (spectral.join_channels(m, 2, nb_bins), spectral.join_channels(v, 2, nb_bins)))
 
 
 def channel_examples(dataset: tf.data.Dataset, config: Config) -> tf.data.Dataset:

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from svsgan_tf.audio import check_waveform, resample
 from svsgan_tf.config import Config
-from svsgan_tf.spectral import griffin_lim, istft, stft, unit_phase, wiener
+from svsgan_tf.spectral import griffin_lim, istft, join_channels, split_channels, stft, unit_phase, wiener
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +74,9 @@ class Separator(tf.Module):
     def _joint_stereo_mask(self, magnitude: tf.Tensor) -> tf.Tensor:
         """(2, nb_frames, nb_bins) -> (2, nb_frames, nb_bins) with a joint-stereo generator."""
         nb_bins = self.generator.nb_bins
-        frames = tf.transpose(magnitude, [1, 0, 2])                      # (nb_frames, 2, nb_bins)
-        frames = tf.reshape(frames, [1, -1, 2 * nb_bins])                # (1, nb_frames, 2 * nb_bins)
+        frames = join_channels(magnitude, 2, nb_bins)[None]              # (1, nb_frames, 2 * nb_bins)
         mask = self.generator(frames, training=False)                    # (1, nb_frames, 2 * nb_bins)
-        mask = tf.reshape(mask, [-1, 2, nb_bins])                        # (nb_frames, 2, nb_bins)
-        return tf.transpose(mask, [1, 0, 2])                             # (2, nb_frames, nb_bins)
+        return split_channels(mask[0], 2, nb_bins)                       # (2, nb_frames, nb_bins)
 
     def _dual_mono_mask(self, magnitude: tf.Tensor) -> tf.Tensor:
         """(nb_channels, nb_frames, nb_bins) -> same shape, each channel separated as a stereo pair of

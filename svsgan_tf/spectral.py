@@ -163,3 +163,16 @@ def wiener(magnitudes: list[tf.Tensor], mixture: tf.Tensor, iterations: int = 1,
         estimates = [tf.transpose(tf.squeeze(tf.cast(p[..., None, None], tf.complex64) * r[None] @ inverse_x, -1),
                                   [2, 0, 1]) for p, r in zip(powers, covariances)]
     return estimates
+
+
+def join_channels(magnitude: tf.Tensor, nb_channels: int, nb_bins: int) -> tf.Tensor:
+    """(nb_channels, nb_frames, nb_bins) -> (nb_frames, nb_channels * nb_bins): each frame holds every
+    channel's bins, channel-major, the layout of a joint-stereo generator (model.nb_channels=2)."""
+    frames = tf.transpose(magnitude, [1, 0, 2])                      # (nb_frames, nb_channels, nb_bins)
+    return tf.reshape(frames, [-1, nb_channels * nb_bins])
+
+
+def split_channels(frames: tf.Tensor, nb_channels: int, nb_bins: int) -> tf.Tensor:
+    """The inverse of `join_channels`: (nb_frames, nb_channels * nb_bins) -> (nb_channels, nb_frames, nb_bins)."""
+    frames = tf.reshape(frames, [-1, nb_channels, nb_bins])          # (nb_frames, nb_channels, nb_bins)
+    return tf.transpose(frames, [1, 0, 2])
