@@ -40,6 +40,7 @@ setup(
         "svsgan-separate=svsgan_tf.separate:run",
         "svsgan-experiment=svsgan_tf.experiment:run",
         "svsgan-evaluate=svsgan_tf.evaluate:run",
+        "svsgan-compare=svsgan_tf.compare:run",
         "svsgan-export=svsgan_tf.export:run",
         "svsgan-serve=serving.server:run",
         "svsgan-serving-client=serving.client:run",

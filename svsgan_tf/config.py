@@ -66,12 +66,17 @@ class ModelConfig:
     separates mono audio as two equal channels, and audio of more channels channel by channel.
 
     `dropout` is the fraction of every hidden layer's outputs in G dropped in training (0: none).
+
+    `context_frames` = k gives the encoder temporal context: its second layer sees the first layer's
+    outputs of 2k + 1 neighbouring frames (0: each frame on its own, the paper's encoder). Such an
+    encoder trains on excerpts, not on frames shuffled across songs (see data.shuffle_frames).
     """
 
     generator: str = "encoder"
     max_frequency: float | None = 16000.0
     nb_channels: int = 1
     dropout: float = 0.0
+    context_frames: int = 0
     encoder_units: tuple[int, ...] = (512, 256)
     lstm_units: int = 256
     bidirectional: bool = False
@@ -89,6 +94,9 @@ class ModelConfig:
         _check(self.nb_channels in (1, 2), "model.nb_channels", self.nb_channels,
                "must be 1 (channel by channel) or 2 (joint stereo)")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
+        _check(self.context_frames >= 0, "model.context_frames", self.context_frames, "must be >= 0")
+        _check(self.context_frames == 0 or len(self.encoder_units) >= 2, "model.context_frames",
+               self.context_frames, "needs at least two model.encoder_units (the context is the second layer)")
         _check(self.max_frequency is None or self.max_frequency > 0, "model.max_frequency",
                self.max_frequency, "must be > 0 Hz or null (full band)")
 
@@ -120,8 +128,10 @@ class DataConfig:
     def validate(self) -> None:
         _check(self.nb_tracks > 0, "data.nb_tracks", self.nb_tracks, "must be > 0")
         _check(self.track_seconds > 0, "data.track_seconds", self.track_seconds, "must be > 0")
-        _check(0 <= self.validation_tracks < self.nb_tracks, "data.validation_tracks",
-               self.validation_tracks, "must be >= 0 and smaller than data.nb_tracks")
+        _check(self.validation_tracks >= 0, "data.validation_tracks", self.validation_tracks, "must be >= 0")
+        # a data set's track count is known only once it is read (training.split_tracks checks it there)
+        _check(self.source != "synthetic" or self.validation_tracks < self.nb_tracks, "data.validation_tracks",
+               self.validation_tracks, "must be smaller than data.nb_tracks")
         _check(self.excerpt_frames > 0, "data.excerpt_frames", self.excerpt_frames, "must be > 0")
         _check(self.excerpts_per_track > 0, "data.excerpts_per_track", self.excerpts_per_track,
                "must be > 0")

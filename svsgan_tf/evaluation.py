@@ -97,6 +97,27 @@ def median_over_tracks(per_track: dict[str, dict[str, dict[str, float]]]) -> dic
             for t in targets}
 
 
+def paired_comparison(first: np.ndarray, second: np.ndarray) -> dict[str, float | int]:
+    """Paired comparison of two models' per-track scores, tracks where either is NaN left out.
+
+    Args:
+        first, second: (nb_tracks,) scores of the same tracks in the same order.
+    Returns:
+        {"mean_delta": mean of first - second, "median_delta", "better": tracks where first is higher,
+         "tracks": tracks compared, "p_value": two-sided Wilcoxon signed-rank p (1.0 if all equal)}.
+    """
+    from scipy.stats import wilcoxon
+
+    difference = np.asarray(first, np.float64) - np.asarray(second, np.float64)
+    difference = difference[~np.isnan(difference)]
+    if difference.size == 0:
+        return {"mean_delta": float("nan"), "median_delta": float("nan"), "better": 0, "tracks": 0,
+                "p_value": float("nan")}
+    p_value = float(wilcoxon(difference).pvalue) if np.any(difference != 0) else 1.0
+    return {"mean_delta": float(difference.mean()), "median_delta": float(np.median(difference)),
+            "better": int((difference > 0).sum()), "tracks": int(difference.size), "p_value": p_value}
+
+
 def format_table(rows: dict[str, dict[str, float]], columns: list[str], metric_name: str = "SDR",
                  extra: dict[str, str] | None = None) -> str:
     """A Markdown table: one row per model, one column per song, values in dB with 2 decimals."""

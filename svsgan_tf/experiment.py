@@ -137,7 +137,8 @@ def summary_tables(rows: dict[str, dict], songs, seeds: list[int]) -> tuple[str,
     per-track SDR averaged over seeds.
     """
     import numpy as np
-    from scipy.stats import wilcoxon
+
+    from svsgan_tf.evaluation import paired_comparison
 
     names = [t.name for t in songs]
     shown = [n for n in TABLE_SONGS if n in names] or names[:5]
@@ -166,13 +167,10 @@ def summary_tables(rows: dict[str, dict], songs, seeds: list[int]) -> tuple[str,
     lines.append("| GAN vs KL-only twin | mean Δ SDR (dB) | tracks better | Wilcoxon p |")
     lines.append("|---|---|---|---|")
     for gan, twin in (("Encoder-GAN", "Encoder"), ("RNN-GAN", "RNN")):
-        difference = np.nanmean(per_track(gan), axis=0) - np.nanmean(per_track(twin), axis=0)
-        difference = difference[~np.isnan(difference)]
-        p_value = float(wilcoxon(difference).pvalue) if np.any(difference != 0) else 1.0
-        stats["significance"][gan] = {"mean_delta": float(difference.mean()), "p_value": p_value,
-                                      "better": int((difference > 0).sum()), "tracks": int(difference.size)}
-        lines.append(f"| {gan} vs {twin} | {difference.mean():+.3f} | {(difference > 0).sum()}/{difference.size} "
-                     f"| {p_value:.3g} |")
+        test = paired_comparison(np.nanmean(per_track(gan), axis=0), np.nanmean(per_track(twin), axis=0))
+        stats["significance"][gan] = {k: test[k] for k in ("mean_delta", "p_value", "better", "tracks")}
+        lines.append(f"| {gan} vs {twin} | {test['mean_delta']:+.3f} | {test['better']}/{test['tracks']} "
+                     f"| {test['p_value']:.3g} |")
     legend = ", ".join(f"Song{i + 1} = {n}" for i, n in enumerate(shown))
     return "\n".join(lines) + f"\n\n{legend}\n", stats
 

@@ -99,3 +99,38 @@ def test_global_sdr_against_its_definition():
     assert abs(global_sdr(reference, reference + noise) - expected) < 1e-6
     assert abs(global_sdr(reference[:, 0], 0.5 * reference[:, 0]) - 10 * np.log10(4)) < 1e-6
     assert np.isnan(global_sdr(np.zeros((10, 2)), np.ones((10, 2))))
+
+
+def test_compare_pairs_the_common_tracks_and_matches_scipy(tmp_path):
+    from scipy.stats import wilcoxon
+
+    from tests.test_cli import assert_one_line_error
+
+    rng = np.random.default_rng(3)
+    names = [f"t{i:02d}" for i in range(12)]
+    base, other = rng.normal(3, 2, 12), rng.normal(3.5, 2, 12)
+    other[4] = np.nan                                        # a silent reference: left out of the pairing
+
+    def summary(values, extra=()):
+        tracks = {n: {"vocals": {"SDR": v}, "accompaniment": {"SDR": 0.0}} for n, v in zip(names, values)}
+        tracks.update({n: {"vocals": {"SDR": 9.0}} for n in extra})
+        return {"tracks": tracks}
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "summary.json").write_text(json.dumps(summary(base, extra=["only_in_a"])))
+    (tmp_path / "b.json").write_text(json.dumps(summary(other)))
+    result = run("svsgan_tf.compare", tmp_path / "a", tmp_path / "b.json", "--labels", "base,new",
+                 "--out", tmp_path / "cmp.json")
+    assert result.returncode == 0, result.stderr
+    got = json.loads((tmp_path / "cmp.json").read_text())
+    assert got["tracks"] == names                            # the track only one model scored is left out
+    keep = ~np.isnan(other)
+    difference = other[keep] - base[keep]
+    paired = got["paired"]["new"]
+    assert paired["tracks"] == 11 and paired["better"] == int((difference > 0).sum())
+    np.testing.assert_allclose(paired["mean_delta"], difference.mean())
+    np.testing.assert_allclose(paired["p_value"], wilcoxon(difference).pvalue)
+    np.testing.assert_allclose(got["models"]["base"]["median"], np.median(base))
+    assert "| new |" in result.stdout and "| base |" in result.stdout
+    (tmp_path / "bad.json").write_text("{not json")
+    assert_one_line_error(run("svsgan_tf.compare", tmp_path / "a", tmp_path / "bad.json"), "bad.json", "JSON")

@@ -132,3 +132,33 @@ def test_dropout_acts_in_training_only(generator, rng):
     assert not np.allclose(model(x, training=True).numpy(), model(x, training=True).numpy())
     with pytest.raises(ConfigError, match="model.dropout"):
         tiny_config(**{"model.dropout": 1.0})
+
+
+@pytest.mark.parametrize("generator", ["encoder", "rnn"])
+def test_context_frames_give_the_encoder_a_window_of_exactly_2k_plus_1_frames(generator, rng):
+    config = tiny_config(**{"model.generator": generator, "model.context_frames": 2})
+    model = build_generator(config)
+    x = rng.uniform(0, 5, (1, 12, config.stft.nb_bins)).astype(np.float32)
+    changed = x.copy()
+    changed[0, 6] *= 3.0                                     # change frame 6 only
+    hidden = model.encode(tf.constant(x)).numpy()[0]         # (nb_frames, encoder_units[-1])
+    moved = ~np.all(np.isclose(hidden, model.encode(tf.constant(changed)).numpy()[0], atol=1e-6), axis=-1)
+    np.testing.assert_array_equal(np.flatnonzero(moved), [4, 5, 6, 7, 8])
+    mask = model(tf.constant(x)).numpy()
+    assert mask.shape == x.shape and mask.min() >= 0.0 and mask.max() <= 1.0
+
+
+def test_context_encoder_trains_on_excerpts_and_survives_a_save_load(tmp_path, rng):
+    from svsgan_tf import data as data_lib
+    from svsgan_tf.model_io import load_generator, save_model
+
+    config = tiny_config(**{"model.generator": "encoder", "model.context_frames": 1})
+    assert not data_lib.frame_shuffling(config)              # neighbouring frames must stay neighbours
+    assert data_lib.frame_shuffling(config.replace(**{"model.context_frames": 0}))
+    model = build_generator(config)
+    save_model(str(tmp_path / "m"), config, model)
+    _, loaded = load_generator(str(tmp_path / "m"))
+    x = tf.constant(rng.uniform(0, 5, (2, 9, config.stft.nb_bins)).astype(np.float32))
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-6)
+    with pytest.raises(ConfigError, match="model.context_frames"):
+        tiny_config(**{"model.context_frames": 1, "model.encoder_units": [16]})

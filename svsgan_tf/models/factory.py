@@ -13,11 +13,12 @@ def build_generator(config: Config) -> MaskGenerator:
     nb_input_bins = config.stft.bins_below(model.max_frequency)
     if model.generator == "encoder":
         generator = EncoderGenerator(nb_bins, model.encoder_units, model.decoder_units, nb_input_bins,
-                                     model.nb_channels, model.dropout, name="generator")
+                                     model.nb_channels, model.dropout, model.context_frames,
+                                     name="generator")
     elif model.generator == "rnn":
         generator = RNNGenerator(nb_bins, model.encoder_units, model.decoder_units, model.lstm_units,
                                  model.bidirectional, nb_input_bins, model.nb_channels, model.dropout,
-                                 name="generator")
+                                 model.context_frames, name="generator")
     else:
         raise ConfigError(f"config: model.generator={model.generator!r} unknown generator, "
                           "expected one of encoder, rnn")

@@ -22,11 +22,21 @@ class MaskGenerator(keras.Model):
     trained, as in Open-Unmix); the mask covers all bins. The vocals estimate is mask * mixture
     magnitude; the accompaniment is (1 - mask) * mixture. With `dropout` > 0, that fraction of every
     hidden layer's outputs (encoder, LSTM, decoder) is dropped in training.
+
+    With `context_frames` = k > 0, the second encoder layer is a convolution over time: it sees the
+    first layer's outputs of the frame itself and of the k frames before and after it (zero-padded at
+    the ends of the input), as in the DNN separators with context windows (Uhlich et al., 2015). The
+    first layer stays per frame, so the context costs (2k + 1) x encoder_units[0] x encoder_units[1]
+    weights rather than (2k + 1) x the input size.
     """
 
     def __init__(self, nb_bins: int, encoder_units=(512, 256), decoder_units=(512,),
-                 nb_input_bins: int | None = None, nb_channels: int = 1, dropout: float = 0.0, **kwargs):
+                 nb_input_bins: int | None = None, nb_channels: int = 1, dropout: float = 0.0,
+                 context_frames: int = 0, **kwargs):
         super().__init__(**kwargs)
+        if context_frames and len(encoder_units) < 2:
+            raise ValueError("context_frames > 0 needs at least two encoder layers")
+        self.context_frames = int(context_frames)
         self.nb_bins = nb_bins
         self.nb_input_bins = nb_input_bins or nb_bins
         self.nb_channels = nb_channels
@@ -37,8 +47,11 @@ class MaskGenerator(keras.Model):
         nb_inputs = nb_channels * self.nb_input_bins
         self.input_mean = self.add_weight(shape=(nb_inputs,), initializer="zeros", name="input_mean")
         self.input_scale = self.add_weight(shape=(nb_inputs,), initializer="ones", name="input_scale")
-        self.encoder = [keras.layers.Dense(u, activation="relu", name=f"encoder_{i}")
-                        for i, u in enumerate(self.encoder_units)]
+        self.encoder = [
+            keras.layers.Conv1D(u, 2 * self.context_frames + 1, padding="same", activation="relu",
+                                name=f"encoder_{i}")
+            if i == 1 and self.context_frames else keras.layers.Dense(u, activation="relu", name=f"encoder_{i}")
+            for i, u in enumerate(self.encoder_units)]
         self.decoder = [keras.layers.Dense(u, activation="relu", name=f"decoder_{i}")
                         for i, u in enumerate(self.decoder_units)]
         self.mask_layer = keras.layers.Dense(nb_channels * nb_bins, activation="sigmoid", name="mask")
@@ -73,7 +86,8 @@ class MaskGenerator(keras.Model):
         return (tf.math.log1p(band) - self.input_mean) * self.input_scale
 
     def encode(self, mixture_magnitude, training=False):
-        """(batch, nb_frames, nb_features) -> (batch, nb_frames, encoder_units[-1])."""
+        """(batch, nb_frames, nb_features) -> (batch, nb_frames, encoder_units[-1]); with context_frames,
+        each output frame depends on the 2 * context_frames + 1 input frames around it."""
         x = self.features(mixture_magnitude)
         for layer in self.encoder:
             x = self.dropout(layer(x), training=training)
@@ -93,7 +107,8 @@ class MaskGenerator(keras.Model):
     def get_config(self):
         return {"nb_bins": self.nb_bins, "encoder_units": self.encoder_units,
                 "decoder_units": self.decoder_units, "nb_input_bins": self.nb_input_bins,
-                "nb_channels": self.nb_channels, "dropout": self.dropout_rate}
+                "nb_channels": self.nb_channels, "dropout": self.dropout_rate,
+                "context_frames": self.context_frames}
 
 
 class EncoderGenerator(MaskGenerator):
@@ -113,8 +128,9 @@ class RNNGenerator(MaskGenerator):
 
     def __init__(self, nb_bins: int, encoder_units=(512, 256), decoder_units=(512,), lstm_units=256,
                  bidirectional=False, nb_input_bins: int | None = None, nb_channels: int = 1,
-                 dropout: float = 0.0, **kwargs):
-        super().__init__(nb_bins, encoder_units, decoder_units, nb_input_bins, nb_channels, dropout, **kwargs)
+                 dropout: float = 0.0, context_frames: int = 0, **kwargs):
+        super().__init__(nb_bins, encoder_units, decoder_units, nb_input_bins, nb_channels, dropout,
+                         context_frames, **kwargs)
         self.lstm_units = lstm_units
         self.bidirectional = bidirectional
         lstm = keras.layers.LSTM(lstm_units, return_sequences=True, return_state=not bidirectional,
