@@ -71,6 +71,12 @@ class ValidationSDR(keras.callbacks.Callback):
         else:
             logs["val_sdr"] = score
 
+    def nb_scorable(self) -> int:
+        """How many validation songs have audible vocals (the ones `score` uses)."""
+        from svsgan_tf.data import readable
+
+        return sum(bool(np.any(readable(track).load()["vocals"])) for track in self.tracks)
+
     def score(self, separator) -> float | None:
         """Median global vocals SDR of the validation songs separated by `separator` (a Separator);
         None when every song's vocals are silent."""
@@ -160,9 +166,12 @@ class SaveModelDir(keras.callbacks.Callback):
     when the logs carry `monitor`, also keep the best epoch so far in `best_path` (`mode` "max": the
     highest value is best, "min": the lowest).
 
-    The best value and its epoch are recorded in `<best_path>.json`, so a resumed run compares new
-    epochs with the best one of the runs before it.
+    The best value and its epoch are recorded in `<best_path>/best.json`, written in the same atomic
+    step as the weights, so a resumed run compares new epochs with the best one of the runs before it
+    and a kill can never leave a record that belongs to other weights.
     """
+
+    RECORD_FILE = "best.json"
 
     def __init__(self, path: str, config: Config, best_path: str | None = None, monitor: str = "val_sdr",
                  mode: str = "max"):
@@ -177,8 +186,8 @@ class SaveModelDir(keras.callbacks.Callback):
         self.best = math.inf
 
     def on_train_begin(self, logs=None):
-        record = f"{self.best_path}.json" if self.best_path else None
-        if record and os.path.isfile(record) and os.path.isdir(self.best_path):
+        record = os.path.join(self.best_path, self.RECORD_FILE) if self.best_path else None
+        if record and os.path.isfile(record):
             with open(record, encoding="utf-8") as handle:
                 value = json.load(handle).get(self.monitor)
             if value is not None:
@@ -192,9 +201,9 @@ class SaveModelDir(keras.callbacks.Callback):
         value = (logs or {}).get(self.monitor)
         if self.best_path and value is not None and self.sign * float(value) < self.best:
             self.best = self.sign * float(value)
-            save_model(self.best_path, self.config, self.model.generator, self.model.discriminator)
-            atomic_write_text(f"{self.best_path}.json",
-                              json.dumps({self.monitor: float(value), "epoch": epoch + 1}))
+            record = json.dumps({self.monitor: float(value), "epoch": epoch + 1})
+            save_model(self.best_path, self.config, self.model.generator, self.model.discriminator,
+                       extra_files={self.RECORD_FILE: record})
             logger.info("epoch %d: best %s so far (%.4f), saved to %s", epoch + 1, self.monitor, float(value),
                         self.best_path)
 

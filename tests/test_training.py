@@ -120,7 +120,7 @@ def test_gradient_balance_puts_the_adversarial_gradient_on_the_kl_scale():
 def test_best_model_survives_a_resumed_run(tmp_path):
     config = tiny_config(**{"train.gan_epochs": 0, "train.pretrain_epochs": 2})
     train(config, str(tmp_path), verbose=0, tensorboard=False)
-    record = json.loads((tmp_path / "best_model.json").read_text())
+    record = json.loads((tmp_path / "best_model" / "best.json").read_text())   # inside, written with the weights
     assert record["epoch"] in (1, 2) and np.isfinite(record["val_sdr"])
     history = (tmp_path / "history.csv").read_text().splitlines()
     assert "val_sdr" in history[0].split(",") and len(history) == 3

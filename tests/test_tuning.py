@@ -38,3 +38,27 @@ def test_search_cli_writes_the_best_config(tmp_path):
     assert len(trials) == 2 and trials[0]["val_sdr"] >= trials[1]["val_sdr"]
     assert best["train"]["batch_size"] == trials[0]["batch_size"]
     assert best["train"]["optimizer"] == trials[0]["optimizer"]
+
+
+def test_search_refuses_validation_songs_without_audible_vocals(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from svsgan_tf.synthetic import make_track
+    from tests.test_cli import assert_one_line_error
+
+    for seed in (1, 2, 3):
+        track = make_track(seed, duration=1.0, sample_rate=8000)
+        song = tmp_path / "data" / f"song{seed}"
+        song.mkdir(parents=True)
+        vocals = track.vocals if seed < 3 else np.zeros_like(track.vocals)   # song3 is held out
+        sf.write(song / "mixture.wav", track.accompaniment + vocals, 8000)
+        sf.write(song / "vocals.wav", vocals, 8000)
+    flags = [item for key, value in {**TINY, "data.source": f"folder:{tmp_path / 'data'}",
+                                     "data.validation_tracks": 1}.items()
+             for item in ("--set", f"{key}={json.dumps(value)}")]
+    result = subprocess.run([sys.executable, "-m", "tuning.search", "--trials", "1", "--strategy", "one",
+                             "--out", str(tmp_path / "search"), "--quiet", *flags],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert_one_line_error(result, "song3", "silent", "val_sdr")
+    assert not (tmp_path / "search" / "best_config.json").exists()

@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     tracks, validation = load_tracks(config, quiet=args.quiet)
     if not validation:
         raise cli.SVSGANError("tuning: needs validation tracks (set data.validation_tracks > 0)")
+    from svsgan_tf.callbacks import ValidationSDR
+
+    if ValidationSDR(validation, config).nb_scorable() == 0:
+        raise cli.SVSGANError(f"{config.data.source}: the vocals of every validation song "
+                              f"({', '.join(t.name for t in validation)}) are silent, so there is no val_sdr, "
+                              "the search's objective")
     hypermodel = SVSGANHyperModel(config, tracks, validation, strategy=args.strategy)
     tuner = make_tuner(args.tuner, hypermodel, args.trials, args.out, config.train.seed)
     tuner.search(verbose=0 if args.quiet else 1)
