@@ -108,7 +108,9 @@ class DataConfig:
     `source` is "synthetic" or a data set `[format:]PATH` (see datasets.load_dataset); its train
     subset is split into training and `validation_tracks` held-out songs. `extra_sources` are added to
     training only (e.g. MIR-1K). With `augment`, training excerpts mix stems of random tracks
-    (`random_mix`), scale each stem by a gain in `gain_range` and swap channels (`channel_swap`).
+    (`random_mix`), play each stem at a random speed in `speed_range` (pitch and tempo together; the
+    default [1, 1] leaves it alone), scale each stem by a gain in `gain_range` and swap channels
+    (`channel_swap`).
     """
 
     source: str = "synthetic"
@@ -122,6 +124,7 @@ class DataConfig:
     augment: bool = False
     random_mix: bool = True
     gain_range: tuple[float, ...] = (0.25, 1.25)
+    speed_range: tuple[float, ...] = (1.0, 1.0)
     channel_swap: bool = True
     extra_sources: tuple[str, ...] = ()
 
@@ -138,6 +141,8 @@ class DataConfig:
         _check(self.shuffle_buffer > 0, "data.shuffle_buffer", self.shuffle_buffer, "must be > 0")
         _check(len(self.gain_range) == 2 and 0 < self.gain_range[0] <= self.gain_range[1],
                "data.gain_range", list(self.gain_range), "must be [low, high] with 0 < low <= high")
+        _check(len(self.speed_range) == 2 and 0.5 <= self.speed_range[0] <= self.speed_range[1] <= 2.0,
+               "data.speed_range", list(self.speed_range), "must be [low, high] with 0.5 <= low <= high <= 2")
 
 
 @dataclass

@@ -52,8 +52,9 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
     random=True draws `excerpts_per_track` random positions per track in a shuffled track order, new
     ones each epoch; random=False cuts every track into consecutive excerpts (validation). Tracks
     shorter than an excerpt are zero-padded. With `augment` (training only), each excerpt takes its
-    accompaniment from a random track (`random_mix`), scales each stem by a random gain
-    (`gain_range`) and swaps stereo channels at random (`channel_swap`); the mixture is then the sum.
+    accompaniment from a random track (`random_mix`), plays each stem at a random speed
+    (`speed_range`, see `change_speed`), scales each stem by a random gain (`gain_range`) and swaps
+    stereo channels at random (`channel_swap`); the mixture is then the sum.
     """
     rng = np.random.default_rng(seed)
     tracks = [readable(t) for t in tracks]
@@ -62,7 +63,11 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
         return int(rng.integers(0, max(1, track.nb_samples - nb_samples + 1)))
 
     def stem(track, name, start):
-        audio = track.read(start, nb_samples)[name]
+        speed = 1.0 if augment is None else float(rng.uniform(*augment.speed_range))
+        if speed == 1.0:
+            audio = track.read(start, nb_samples)[name]
+        else:
+            audio = change_speed(track.read(start, int(np.ceil(nb_samples * speed)) + 1)[name], speed, nb_samples)
         if augment is not None and augment.channel_swap and audio.shape[1] == 2 and rng.random() < 0.5:
             audio = audio[:, ::-1]
         if augment is not None:
@@ -96,6 +101,20 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
 
     spec = tf.TensorSpec((nb_samples, None), tf.float32)              # channel count may vary
     return tf.data.Dataset.from_generator(generate, output_signature=(spec, spec))
+
+
+def change_speed(audio: np.ndarray, speed: float, nb_samples: int) -> np.ndarray:
+    """Play `audio` `speed` times faster (pitch and tempo together, like a tape; 1.06 is a semitone
+    up), by linear interpolation, and keep the first `nb_samples` samples.
+
+    Args:
+        audio: (>= ceil((nb_samples - 1) * speed) + 1, nb_channels) float32.
+    Returns:
+        (nb_samples, nb_channels) float32: output sample i is input position i * speed.
+    """
+    positions = np.arange(nb_samples) * speed                           # (nb_samples,)
+    source = np.arange(audio.shape[0])
+    return np.stack([np.interp(positions, source, channel) for channel in audio.T], axis=1).astype(np.float32)
 
 
 def split_channels(dataset: tf.data.Dataset) -> tf.data.Dataset:

@@ -218,3 +218,31 @@ def test_init_model_may_change_dropout_only(tmp_path):
         np.testing.assert_array_equal(got, saved)
     with pytest.raises(ConfigError, match="differs"):
         build_svsgan(config.replace(**{"model.encoder_units": [8, 4]}), init_model=start)
+
+
+def test_speed_augmentation_shifts_the_pitch_and_keeps_the_mixture_the_sum():
+    from svsgan_tf.config import DataConfig
+    from svsgan_tf.datasets import ArrayTrack
+
+    rate, seconds = 8000, 2.0
+    t = np.arange(int(rate * seconds)) / rate
+    vocals = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], 1).astype(np.float32)
+    accompaniment = np.stack([np.sin(2 * np.pi * 200 * t)] * 2, 1).astype(np.float32)
+    track = ArrayTrack("sine", vocals, accompaniment, rate)
+    augment = DataConfig(augment=True, random_mix=False, gain_range=(1.0, 1.0), channel_swap=False,
+                         speed_range=(1.25, 1.25))
+    nb_samples = 4000
+    dataset = data_lib.waveform_excerpts([track], nb_samples, 3, seed=0, random=True, augment=augment)
+    def peak_hz(signal):
+        return np.argmax(np.abs(np.fft.rfft(signal * np.hanning(nb_samples)))) * rate / nb_samples
+
+    for mixture, voice in dataset:
+        voice, rest = voice.numpy()[:, 0], (mixture - voice).numpy()[:, 0]
+        assert abs(peak_hz(voice) - 550.0) <= 2.0          # 440 Hz played 1.25 times faster
+        assert abs(peak_hz(rest) - 250.0) <= 2.0           # the mixture is the sum of both sped-up stems
+        assert np.max(np.abs(rest)) > 0.9
+    # change_speed against its definition: output sample i is the input at position i * speed
+    ramp = np.arange(100, dtype=np.float32)[:, None]
+    np.testing.assert_allclose(data_lib.change_speed(ramp, 1.5, 50)[:, 0], 1.5 * np.arange(50), rtol=1e-6)
+    with pytest.raises(ConfigError, match="data.speed_range"):
+        tiny_config(**{"data.speed_range": [1.2, 1.1]})
