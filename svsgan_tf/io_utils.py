@@ -17,12 +17,19 @@ def atomic_write_text(path: str, text: str) -> None:
             os.fsync(handle.fileno())
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary file name beside `path`; rename it onto `path` if the block succeeds.
 
     The temporary name keeps the extension of `path` so that writers choosing a format from the
-    extension (soundfile, h5py) still work.
+    extension (soundfile, h5py) still work. The file gets the mode a plain `open` would give it
+    (0666 less the umask), not mkstemp's private 0600.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -31,6 +38,7 @@ def atomic_path(path: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -41,7 +49,9 @@ def atomic_path(path: str) -> Iterator[str]:
 def atomic_directory(path: str, overwrite: bool = True) -> Iterator[str]:
     """Yield a temporary folder beside `path`; when the block succeeds it replaces `path`.
 
-    With overwrite=False an existing `path` raises FileExistsError before anything is written.
+    With overwrite=False an existing `path` raises FileExistsError before anything is written. The
+    folder gets the mode `os.makedirs` would give it (0777 less the umask), not mkdtemp's private 0700,
+    so that another user (a TF Serving container, say) can read an export.
     """
     path = os.path.abspath(path)
     if not overwrite and os.path.exists(path):
@@ -50,6 +60,7 @@ def atomic_directory(path: str, overwrite: bool = True) -> Iterator[str]:
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
     try:
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if os.path.exists(path):
             if not overwrite:

@@ -1,4 +1,6 @@
 """Audio I/O: decoding errors, validation, time-aligned resampling, atomic writes."""
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -56,3 +58,20 @@ def test_find_audio_files_walks_folders(tmp_path):
         (tmp_path / name).write_bytes(b"")
     found = find_audio_files([str(tmp_path / "d"), str(tmp_path / "missing.wav")])
     assert [p.rsplit("/", 1)[1] for p in found] == ["y.flac", "x.wav", "missing.wav"]   # sorted by path
+
+
+def test_atomic_writes_get_the_modes_of_plain_writes_not_private_ones(tmp_path):
+    import stat
+
+    from svsgan_tf.io_utils import atomic_directory, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(str(tmp_path / "a.json"), "{}")
+        with atomic_directory(str(tmp_path / "export")) as folder:
+            atomic_write_text(os.path.join(folder, "config.json"), "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode) == 0o644      # mkstemp alone gives 0600
+    assert stat.S_IMODE(os.stat(tmp_path / "export").st_mode) == 0o755      # mkdtemp alone gives 0700
+    assert stat.S_IMODE(os.stat(tmp_path / "export" / "config.json").st_mode) == 0o644
