@@ -63,7 +63,8 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
         return int(rng.integers(0, max(1, track.nb_samples - nb_samples + 1)))
 
     def stem(track, name, start):
-        speed = 1.0 if augment is None else float(rng.uniform(*augment.speed_range))
+        low, high = (1.0, 1.0) if augment is None else augment.speed_range
+        speed = float(rng.uniform(low, high)) if low < high else low    # no draw when fixed: same excerpts as before
         if speed == 1.0:
             audio = track.read(start, nb_samples)[name]
         else:
