@@ -123,7 +123,8 @@ class RNNGenerator(MaskGenerator):
     """Encoder, LSTM over frames, decoder (paper, Fig. 4).
 
     A unidirectional LSTM can run block by block: `call(..., initial_state=[h, c], return_state=True)`
-    returns the state to feed to the next block (used by streaming/TFLite inference).
+    returns the state to feed to the next block (used by streaming/TFLite inference); not with
+    context_frames, whose window reaches across a block's edges.
     """
 
     def __init__(self, nb_bins: int, encoder_units=(512, 256), decoder_units=(512,), lstm_units=256,
@@ -139,6 +140,9 @@ class RNNGenerator(MaskGenerator):
 
     def call(self, mixture_magnitude, training=False, initial_state=None, return_state=False):
         """(batch, nb_frames, nb_features) -> mask (batch, nb_frames, nb_features) [, [h, c]]."""
+        if self.context_frames and (initial_state is not None or return_state):
+            raise ValueError("an encoder with context_frames sees frames beyond a block's edges; "
+                             "it cannot run block by block")
         hidden = self.encode(mixture_magnitude, training)  # (batch, nb_frames, encoder_units[-1])
         if self.bidirectional:
             if initial_state is not None or return_state:
