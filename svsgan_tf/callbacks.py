@@ -187,6 +187,8 @@ class SaveModelDir(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         record = os.path.join(self.best_path, self.RECORD_FILE) if self.best_path else None
+        if record and not os.path.isfile(record) and os.path.isdir(self.best_path):
+            record = f"{self.best_path}.json"             # where runs made before best.json kept it
         if record and os.path.isfile(record):
             with open(record, encoding="utf-8") as handle:
                 value = json.load(handle).get(self.monitor)
@@ -204,6 +206,8 @@ class SaveModelDir(keras.callbacks.Callback):
             record = json.dumps({self.monitor: float(value), "epoch": epoch + 1})
             save_model(self.best_path, self.config, self.model.generator, self.model.discriminator,
                        extra_files={self.RECORD_FILE: record})
+            if os.path.isfile(f"{self.best_path}.json"):  # an older run's record, now superseded
+                os.remove(f"{self.best_path}.json")
             logger.info("epoch %d: best %s so far (%.4f), saved to %s", epoch + 1, self.monitor, float(value),
                         self.best_path)
 

@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="evaluate output folders (or their summary.json); the first is the baseline")
     parser.add_argument("--labels", default=None, help="comma-separated row names (default: folder names)")
     parser.add_argument("--target", default="vocals", choices=("vocals", "accompaniment"))
-    parser.add_argument("--metric", default="SDR", choices=("SDR", "SIR", "SAR", "ISR"))
+    parser.add_argument("--metric", default="SDR", choices=("SDR", "SIR", "SAR"))
     parser.add_argument("--out", default=None, help="also write the comparison as JSON to this file")
     return parser
 
@@ -69,6 +69,9 @@ def compare(summaries: dict[str, dict], target: str = "vocals", metric: str = "S
         models[label] = {"median": float(np.nanmedian(scores)) if np.any(~np.isnan(scores)) else math.nan,
                          "mean": float(np.nanmean(scores)) if np.any(~np.isnan(scores)) else math.nan,
                          "scores": scores.tolist()}
+    for label, model in models.items():
+        if all(math.isnan(v) for v in model["scores"]):
+            raise DataError(f"{label}: no {target} {metric} score on any of the {len(names)} common tracks")
     baseline = np.array(models[labels[0]]["scores"])
     for label in labels[1:]:
         paired[label] = paired_comparison(np.array(models[label]["scores"]), baseline)

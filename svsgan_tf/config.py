@@ -132,7 +132,7 @@ class DataConfig:
         _check(self.nb_tracks > 0, "data.nb_tracks", self.nb_tracks, "must be > 0")
         _check(self.track_seconds > 0, "data.track_seconds", self.track_seconds, "must be > 0")
         _check(self.validation_tracks >= 0, "data.validation_tracks", self.validation_tracks, "must be >= 0")
-        # a data set's track count is known only once it is read (training.split_tracks checks it there)
+        # a data set's track count is known only once it is read (training.load_tracks checks it there)
         _check(self.source != "synthetic" or self.validation_tracks < self.nb_tracks, "data.validation_tracks",
                self.validation_tracks, "must be smaller than data.nb_tracks")
         _check(self.excerpt_frames > 0, "data.excerpt_frames", self.excerpt_frames, "must be > 0")
@@ -241,6 +241,9 @@ class Config:
         """Raise ConfigError on the first bad value; return self so calls can be chained."""
         for section in (self.stft, self.model, self.data, self.train):
             section.validate()
+        _check(not (self.model.context_frames and self.data.shuffle_frames), "data.shuffle_frames",
+               self.data.shuffle_frames, "cannot be true with model.context_frames > 0 (the window needs "
+               "neighbouring frames)")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -68,7 +68,9 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
         if speed == 1.0:
             audio = track.read(start, nb_samples)[name]
         else:
-            audio = change_speed(track.read(start, int(np.ceil(nb_samples * speed)) + 1)[name], speed, nb_samples)
+            length = int(np.ceil(nb_samples * speed)) + 1
+            start = min(start, max(0, track.nb_samples - length))     # a fast excerpt reads further: no silent tail
+            audio = change_speed(track.read(start, length)[name], speed, nb_samples)
         if augment is not None and augment.channel_swap and audio.shape[1] == 2 and rng.random() < 0.5:
             audio = audio[:, ::-1]
         if augment is not None:

@@ -18,7 +18,16 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read from /proc where it can be (os.umask would briefly set it to 0 for
+    every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

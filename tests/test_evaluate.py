@@ -132,5 +132,7 @@ def test_compare_pairs_the_common_tracks_and_matches_scipy(tmp_path):
     np.testing.assert_allclose(paired["p_value"], wilcoxon(difference).pvalue)
     np.testing.assert_allclose(got["models"]["base"]["median"], np.median(base))
     assert "| new |" in result.stdout and "| base |" in result.stdout
+    assert_one_line_error(run("svsgan_tf.compare", tmp_path / "a", tmp_path / "b.json", "--metric", "SIR"),
+                          "no vocals SIR score")
     (tmp_path / "bad.json").write_text("{not json")
     assert_one_line_error(run("svsgan_tf.compare", tmp_path / "a", tmp_path / "bad.json"), "bad.json", "JSON")

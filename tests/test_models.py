@@ -165,3 +165,5 @@ def test_context_encoder_trains_on_excerpts_and_survives_a_save_load(tmp_path, r
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-6)
     with pytest.raises(ConfigError, match="model.context_frames"):
         tiny_config(**{"model.context_frames": 1, "model.encoder_units": [16]})
+    with pytest.raises(ConfigError, match="data.shuffle_frames"):
+        tiny_config(**{"model.context_frames": 1, "data.shuffle_frames": True})

@@ -325,3 +325,21 @@ def test_client_cli_writes_the_stems_and_reports_bad_files(server, separator, tm
         assert rate == 8000 and stem.shape == mixture.shape
         assert np.abs(stem - local[name]).max() < 1e-4                          # 16-bit WAV
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+
+
+def test_chunk_margin_grows_with_the_encoder_context_window():
+    import json
+
+    from serving.client import ModelInfo
+
+    def margin(context_frames):
+        client = SeparationClient("127.0.0.1:1", MODEL)          # no call is made: info is set below
+        config = {"model": {"context_frames": context_frames}}
+        client._info = ModelInfo(MODEL, 1, 8000, 256, 128, 256, json.dumps(config), ("serving_default",))
+        try:
+            return client.chunk_layout(2)[1]
+        finally:
+            client.close()
+
+    assert margin(0) == 256                                   # n_fft: where a chunk's frames reach past it
+    assert margin(3) == 256 + 3 * 128                         # + the window's reach, in samples

@@ -130,6 +130,11 @@ def test_best_model_survives_a_resumed_run(tmp_path):
     callback = SaveModelDir(str(tmp_path / "model"), config, str(tmp_path / "best_model"))
     callback.on_train_begin()
     assert callback.best == -record["val_sdr"]          # stored signed: lower is better inside
+    # a run folder from before best.json kept the record beside the folder: it is still read
+    (tmp_path / "best_model" / "best.json").unlink()
+    (tmp_path / "best_model.json").write_text(json.dumps({"val_sdr": 1.5, "epoch": 1}))
+    callback.on_train_begin()
+    assert callback.best == -1.5
 
 
 def test_validation_sdr_is_the_median_global_sdr_of_the_separated_songs(tmp_path):
