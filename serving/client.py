@@ -22,6 +22,7 @@ slightly for the first frames after each seam; a longer --crossfade_ms hides tha
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from dataclasses import dataclass, field
 
@@ -230,8 +231,6 @@ class SeparationClient:
         """
         info = self.info()
         hop = info.hop_length
-        import json
-
         context_frames = json.loads(info.config_json).get("model", {}).get("context_frames", 0)
         margin = info.n_fft + context_frames * hop                 # where a chunk's frames see past its ends
         crossfade = max(hop, int(round(self.crossfade_ms / 1000 * info.sample_rate / hop)) * hop)

@@ -71,23 +71,27 @@ class ValidationSDR(keras.callbacks.Callback):
         else:
             logs["val_sdr"] = score
 
-    def nb_scorable(self) -> int:
-        """How many validation songs have audible vocals (the ones `score` uses)."""
+    def scorable(self):
+        """Yield the stems {stem: (nb_samples, nb_channels)} of each validation song with audible
+        vocals: the songs `score` uses."""
         from svsgan_tf.data import readable
 
-        return sum(bool(np.any(readable(track).load()["vocals"])) for track in self.tracks)
+        for track in self.tracks:
+            stems = readable(track).load()
+            if np.any(stems["vocals"]):
+                yield stems
+
+    def nb_scorable(self) -> int:
+        """How many validation songs have audible vocals."""
+        return sum(1 for _ in self.scorable())
 
     def score(self, separator) -> float | None:
         """Median global vocals SDR of the validation songs separated by `separator` (a Separator);
         None when every song's vocals are silent."""
-        from svsgan_tf.data import readable
         from svsgan_tf.evaluation import global_sdr
 
         scores = []
-        for track in self.tracks:
-            stems = readable(track).load()                      # {stem: (nb_samples, nb_channels)}
-            if not np.any(stems["vocals"]):
-                continue
+        for stems in self.scorable():
             waveform = np.ascontiguousarray(stems["mixture"].T, np.float32)   # (nb_channels, nb_samples)
             vocals = separator.separate_waveform(waveform)["vocals"].numpy().T
             scores.append(global_sdr(stems["vocals"], vocals))

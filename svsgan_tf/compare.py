@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 
 from svsgan_tf import cli
@@ -66,12 +65,10 @@ def compare(summaries: dict[str, dict], target: str = "vocals", metric: str = "S
     models, paired = {}, {}
     for label, summary in summaries.items():
         scores = np.array([score(summary, n) for n in names])
-        models[label] = {"median": float(np.nanmedian(scores)) if np.any(~np.isnan(scores)) else math.nan,
-                         "mean": float(np.nanmean(scores)) if np.any(~np.isnan(scores)) else math.nan,
-                         "scores": scores.tolist()}
-    for label, model in models.items():
-        if all(math.isnan(v) for v in model["scores"]):
+        if np.all(np.isnan(scores)):
             raise DataError(f"{label}: no {target} {metric} score on any of the {len(names)} common tracks")
+        models[label] = {"median": float(np.nanmedian(scores)), "mean": float(np.nanmean(scores)),
+                         "scores": scores.tolist()}
     baseline = np.array(models[labels[0]]["scores"])
     for label in labels[1:]:
         paired[label] = paired_comparison(np.array(models[label]["scores"]), baseline)
