@@ -111,6 +111,16 @@ class DataConfig:
     (`random_mix`), play each stem at a random speed in `speed_range` (pitch and tempo together; the
     default [1, 1] leaves it alone), scale each stem by a gain in `gain_range` and swap channels
     (`channel_swap`).
+
+    `target` is what G learns to estimate: the vocals' "magnitude" (the paper's), or their
+    "phase_sensitive" magnitude |S| cos(angle S - angle X) clipped to [0, |X|], the part of the vocals
+    spectrum in phase with the mixture, which is what a mask applied with the mixture's phase can
+    reach (Erdogan et al., 2015). Validation uses the same target.
+
+    With `interleave_tracks`, training excerpts are drawn in rounds of one per track (see
+    data.waveform_excerpts), so that the shuffle buffers, which hold a few dozen excerpts, mix many
+    songs; without it (the default, which older runs used) a track's excerpts come one after another
+    and a buffer holds two or three songs.
     """
 
     source: str = "synthetic"
@@ -127,6 +137,8 @@ class DataConfig:
     speed_range: tuple[float, ...] = (1.0, 1.0)
     channel_swap: bool = True
     extra_sources: tuple[str, ...] = ()
+    target: str = "magnitude"
+    interleave_tracks: bool = False
 
     def validate(self) -> None:
         _check(self.nb_tracks > 0, "data.nb_tracks", self.nb_tracks, "must be > 0")
@@ -141,6 +153,8 @@ class DataConfig:
         _check(self.shuffle_buffer > 0, "data.shuffle_buffer", self.shuffle_buffer, "must be > 0")
         _check(len(self.gain_range) == 2 and 0 < self.gain_range[0] <= self.gain_range[1],
                "data.gain_range", list(self.gain_range), "must be [low, high] with 0 < low <= high")
+        _check(self.target in ("magnitude", "phase_sensitive"), "data.target", self.target,
+               "unknown target, expected magnitude or phase_sensitive")
         _check(len(self.speed_range) == 2 and 0.5 <= self.speed_range[0] <= self.speed_range[1] <= 2.0,
                "data.speed_range", list(self.speed_range), "must be [low, high] with 0.5 <= low <= high <= 2")
 
@@ -149,7 +163,14 @@ class DataConfig:
 class TrainConfig:
     """Two-phase training: supervised KL pretraining of G, then the conditional GAN.
 
-    In the GAN phase G's gradient is kl_weight * dKL + adversarial_weight * scale * dAdv. With
+    G's supervised loss is `loss` (see losses.py): "kl", the generalized KL divergence of the paper's
+    eq. (1); "mse", the squared error of the magnitudes (Open-Unmix's), which weighs bins by energy as
+    SDR does; or "snr", each excerpt's negative SNR in dB, which weighs excerpts the same whatever
+    their loudness, as BSS Eval's median over 1 s windows does (for contiguous excerpts,
+    data.shuffle_frames=false).
+
+    In the GAN phase G's gradient is kl_weight * dKL + adversarial_weight * scale * dAdv (KL: the
+    supervised loss, whichever it is). With
     balance="gradient", scale = ||dKL|| / ||dAdv|| at G's last layer, so adversarial_weight is the
     ratio of the adversarial to the KL gradient there (0.5: half as strong); with "none", scale = 1 and
     the weights multiply the raw losses (the KL, summed over bins, then dwarfs the adversarial term).
@@ -172,6 +193,7 @@ class TrainConfig:
     final_lr_fraction: float = 0.1
     optimizer: str = "adam"
     average_epochs: int = 0
+    loss: str = "kl"
     kl_weight: float = 1.0
     adversarial_weight: float = 0.5
     balance: str = "gradient"
@@ -215,6 +237,8 @@ class TrainConfig:
                "must be in (0, 1]")
         _check(self.optimizer in ("adam", "rmsprop", "sgd"), "train.optimizer", self.optimizer,
                "unknown optimizer, expected adam, rmsprop or sgd")
+        _check(self.loss in ("kl", "mse", "snr"), "train.loss", self.loss,
+               "unknown supervised loss, expected kl (the paper's), mse or snr")
         _check(self.kl_weight >= 0, "train.kl_weight", self.kl_weight, "must be >= 0")
         _check(self.adversarial_weight >= 0, "train.adversarial_weight", self.adversarial_weight,
                "must be >= 0")

@@ -15,7 +15,7 @@ import tensorflow as tf
 from svsgan_tf.config import Config, DataConfig, STFTConfig
 from svsgan_tf.errors import DataError
 from svsgan_tf import spectral
-from svsgan_tf.spectral import magnitude_frames
+from svsgan_tf.spectral import magnitude_frames, unpadded_frames
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +46,14 @@ def readable(track):
 
 
 def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per_track: int,
-                      seed: int, random: bool, augment: DataConfig | None = None) -> tf.data.Dataset:
+                      seed: int, random: bool, augment: DataConfig | None = None,
+                      interleave: bool = False) -> tf.data.Dataset:
     """Step 1: excerpts of (mixture, vocals), each (nb_samples, nb_channels).
 
-    random=True draws `excerpts_per_track` random positions per track in a shuffled track order, new
-    ones each epoch; random=False cuts every track into consecutive excerpts (validation). Tracks
+    random=True draws `excerpts_per_track` random positions per track, new ones each epoch: with
+    `interleave`, in rounds of one excerpt per track, each round in a new shuffled track order (so
+    neighbouring excerpts, which share a shuffle buffer, come from different songs); without, a
+    track's excerpts one after another, tracks in a shuffled order. random=False cuts every track into consecutive excerpts (validation). Tracks
     shorter than an excerpt are zero-padded. With `augment` (training only), each excerpt takes its
     accompaniment from a random track (`random_mix`), plays each stem at a random speed
     (`speed_range`, see `change_speed`), scales each stem by a random gain (`gain_range`) and swaps
@@ -85,22 +88,27 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
             accompaniment = np.repeat(accompaniment.mean(1, keepdims=True), vocals.shape[1], axis=1)
         return vocals + accompaniment, vocals
 
+    def random_excerpt(track):
+        start = start_of(track)
+        if augment is not None:
+            return augmented(track, start)
+        excerpt = track.read(start, nb_samples)
+        return excerpt["mixture"], excerpt["vocals"]
+
     def generate():
-        order = rng.permutation(len(tracks)) if random else range(len(tracks))
-        for index in order:
-            track = tracks[index]
-            if random:
-                for _ in range(excerpts_per_track):
-                    start = start_of(track)
-                    if augment is not None:
-                        yield augmented(track, start)
-                    else:
-                        excerpt = track.read(start, nb_samples)
-                        yield excerpt["mixture"], excerpt["vocals"]
-            else:
+        if not random:
+            for track in tracks:
                 for start in range(0, max(1, track.nb_samples - nb_samples + 1), nb_samples):
                     excerpt = track.read(start, nb_samples)
                     yield excerpt["mixture"], excerpt["vocals"]
+        elif interleave:
+            for _ in range(excerpts_per_track):               # one excerpt of every track per round
+                for index in rng.permutation(len(tracks)):
+                    yield random_excerpt(tracks[index])
+        else:
+            for index in rng.permutation(len(tracks)):         # a track's excerpts one after another
+                for _ in range(excerpts_per_track):
+                    yield random_excerpt(tracks[index])
 
     spec = tf.TensorSpec((nb_samples, None), tf.float32)              # channel count may vary
     return tf.data.Dataset.from_generator(generate, output_signature=(spec, spec))
@@ -134,11 +142,17 @@ def stereo_channels(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.map(lambda m, v: (stereo(m), stereo(v)))
 
 
-def to_magnitude(dataset: tf.data.Dataset, stft: STFTConfig) -> tf.data.Dataset:
-    """Step 3: waveforms (..., nb_samples) -> magnitude frames (..., nb_frames, nb_bins), in the graph."""
+def to_magnitude(dataset: tf.data.Dataset, stft: STFTConfig, target: str = "magnitude") -> tf.data.Dataset:
+    """Step 3: waveforms (..., nb_samples) -> magnitude frames (..., nb_frames, nb_bins), in the graph.
+    The vocals become their magnitude, or with target="phase_sensitive" their truncated phase-sensitive
+    magnitude against the mixture (`spectral.phase_sensitive_magnitude`)."""
     def magnitude(mixture, vocals):
-        return (magnitude_frames(mixture, stft.n_fft, stft.hop_length),
-                magnitude_frames(vocals, stft.n_fft, stft.hop_length))
+        if target == "magnitude":
+            return (magnitude_frames(mixture, stft.n_fft, stft.hop_length),
+                    magnitude_frames(vocals, stft.n_fft, stft.hop_length))
+        mixture_spectrum = unpadded_frames(mixture, stft.n_fft, stft.hop_length)
+        vocals_spectrum = unpadded_frames(vocals, stft.n_fft, stft.hop_length)
+        return tf.abs(mixture_spectrum), spectral.phase_sensitive_magnitude(vocals_spectrum, mixture_spectrum)
     return dataset.map(magnitude, num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -151,9 +165,10 @@ def join_channels(dataset: tf.data.Dataset, nb_bins: int) -> tf.data.Dataset:
 def channel_examples(dataset: tf.data.Dataset, config: Config) -> tf.data.Dataset:
     """Steps 2-3: waveform excerpts -> magnitude examples (nb_frames, nb_features), one per channel
     (model.nb_channels 1) or one per excerpt with both channels joined (2)."""
+    target = config.data.target
     if config.model.nb_channels == 1:
-        return to_magnitude(split_channels(dataset), config.stft)
-    return join_channels(to_magnitude(stereo_channels(dataset), config.stft), config.stft.nb_bins)
+        return to_magnitude(split_channels(dataset), config.stft, target)
+    return join_channels(to_magnitude(stereo_channels(dataset), config.stft, target), config.stft.nb_bins)
 
 
 def examples_per_excerpt(track, config: Config) -> int:
@@ -194,7 +209,7 @@ def training_dataset(tracks: Sequence[TrackLike], config: Config, seed: int | No
     seed = config.train.seed if seed is None else seed
     dataset = waveform_excerpts(tracks, excerpt_samples(stft, data.excerpt_frames),
                                 data.excerpts_per_track, seed, random=True,
-                                augment=data if data.augment else None)
+                                augment=data if data.augment else None, interleave=data.interleave_tracks)
     dataset = channel_examples(dataset, config)
     if frame_shuffling(config):
         dataset = shuffle_frames(dataset, data.excerpt_frames, data.shuffle_buffer, seed)

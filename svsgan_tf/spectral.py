@@ -51,17 +51,37 @@ def istft(spectrogram: tf.Tensor, nb_samples: tf.Tensor | int, n_fft: int, hop_l
     return waveform[:, left:left + nb_samples]
 
 
-def magnitude_frames(waveform: tf.Tensor, n_fft: int, hop_length: int) -> tf.Tensor:
-    """Magnitude of unpadded frames, as used for training excerpts.
+def unpadded_frames(waveform: tf.Tensor, n_fft: int, hop_length: int) -> tf.Tensor:
+    """Complex STFT of unpadded frames, as used for training excerpts.
 
     Args:
         waveform: (..., nb_samples) float32 with nb_samples = (nb_frames - 1) * hop_length + n_fft.
     Returns:
+        (..., nb_frames, nb_bins) complex64.
+    """
+    return tf.signal.stft(waveform, frame_length=n_fft, frame_step=hop_length, fft_length=n_fft,
+                          window_fn=tf.signal.hann_window, pad_end=False)
+
+
+def magnitude_frames(waveform: tf.Tensor, n_fft: int, hop_length: int) -> tf.Tensor:
+    """Magnitude of `unpadded_frames`: (..., nb_samples) -> (..., nb_frames, nb_bins) float32."""
+    return tf.abs(unpadded_frames(waveform, n_fft, hop_length))
+
+
+def phase_sensitive_magnitude(source: tf.Tensor, mixture: tf.Tensor) -> tf.Tensor:
+    """Truncated phase-sensitive target |S| cos(angle S - angle X), clipped to [0, |X|] (Erdogan et al.,
+    2015): the magnitude that, given the mixture's phase (as the Separator reconstructs), is closest
+    to the source's complex spectrum. The soft mask that reaches it lies in [0, 1].
+
+    Args:
+        source, mixture: (..., nb_frames, nb_bins) complex64 spectra S and X.
+    Returns:
         (..., nb_frames, nb_bins) float32.
     """
-    spec = tf.signal.stft(waveform, frame_length=n_fft, frame_step=hop_length, fft_length=n_fft,
-                          window_fn=tf.signal.hann_window, pad_end=False)
-    return tf.abs(spec)
+    mixture_magnitude = tf.abs(mixture)
+    # Re(S conj(X)) / |X| = |S| cos(angle S - angle X); 0 where the mixture bin is exactly 0
+    projection = tf.math.divide_no_nan(tf.math.real(source * tf.math.conj(mixture)), mixture_magnitude)
+    return tf.clip_by_value(projection, 0.0, mixture_magnitude)
 
 
 def unit_phase(spectrogram: tf.Tensor) -> tf.Tensor:

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from svsgan_tf.config import PHASES, TrainConfig
 from svsgan_tf.distribute import is_multi_worker
-from svsgan_tf.losses import discriminator_loss, generalized_kl, generator_adversarial_loss
+from svsgan_tf.losses import discriminator_loss, generalized_kl, generator_adversarial_loss, supervised_loss
 from svsgan_tf.models.discriminator import Discriminator
 from svsgan_tf.models.generator import MaskGenerator
 
@@ -19,10 +19,12 @@ class SVSGAN(keras.Model):
     """Generator G and conditional discriminator D trained in two phases.
 
     Data: batches of (mixture magnitude, vocals magnitude), each (batch, nb_frames, nb_bins).
-    Phase `pretrain` updates G alone with the generalized KL divergence; phase `gan` alternates a D
-    update on real (vocals, mixture) against fake (G(mixture), mixture) and a G update on
-    adversarial_weight * scale * -log D(G(z), z) + kl_weight * KL, where `scale` (train.balance)
-    puts the adversarial gradient on the KL gradient's scale. Switch with `set_phase`.
+    Phase `pretrain` updates G alone with the supervised loss (train.loss: the generalized KL
+    divergence, or a squared error); phase `gan` alternates a D update on real (vocals, mixture)
+    against fake (G(mixture), mixture) and a G update on adversarial_weight * scale * -log D(G(z), z)
+    + kl_weight * supervised loss, where `scale` (train.balance) puts the adversarial gradient on the
+    supervised gradient's scale. Switch with `set_phase`. The KL is logged as `kl` whatever G trains
+    on, so runs compare; a squared-error run logs its loss as `mse` too.
 
     Under a tf.distribute strategy each replica gets its part of the global batch. Every loss is a
     per-example (batch,) value averaged over the global batch with `tf.nn.compute_average_loss`, since
@@ -38,6 +40,7 @@ class SVSGAN(keras.Model):
         self.train_config = train_config
         self.phase = PHASES[0]
         self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in ("mse", "snr")}
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.adversarial_tracker = keras.metrics.Mean(name="g_adversarial")
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
@@ -69,9 +72,14 @@ class SVSGAN(keras.Model):
         """
 
     @property
+    def supervised_trackers(self):
+        """The KL's tracker, and that of the loss G trains on when it is another."""
+        return [self.kl_tracker] + [t for name, t in self.loss_trackers.items() if name == self.train_config.loss]
+
+    @property
     def metrics(self):
-        return [self.kl_tracker, self.g_loss_tracker, self.adversarial_tracker, self.d_loss_tracker,
-                self.d_real_tracker, self.d_fake_tracker, self.adversarial_scale_tracker]
+        return self.supervised_trackers + [self.g_loss_tracker, self.adversarial_tracker, self.d_loss_tracker,
+                             self.d_real_tracker, self.d_fake_tracker, self.adversarial_scale_tracker]
 
     def set_phase(self, phase: str) -> None:
         """Switch to `pretrain` or `gan`; the next step retraces the train function."""
@@ -93,18 +101,29 @@ class SVSGAN(keras.Model):
             return self._pretrain_step(mixture, vocals)
         return self._gan_step(mixture, vocals)
 
+    def _supervised(self, vocals, estimate, mixture):
+        """(KL, the loss G trains on), each per example (batch,); the same tensor for train.loss=kl."""
+        cfg = self.train_config
+        kl = generalized_kl(vocals, estimate, cfg.eps)
+        return kl, (kl if cfg.loss == "kl" else supervised_loss(cfg.loss, vocals, estimate, mixture, cfg.eps))
+
+    def _track_supervised(self, kl, supervised) -> None:
+        self.kl_tracker.update_state(kl)
+        if self.train_config.loss != "kl":
+            self.loss_trackers[self.train_config.loss].update_state(supervised)
+
     def _pretrain_step(self, mixture, vocals):
-        # 1. estimate the vocals and measure the per-example KL divergence to the truth
+        # 1. estimate the vocals and measure the per-example supervised loss to the truth
         with tf.GradientTape() as tape:
             estimate = self(mixture, training=True)
-            kl = generalized_kl(vocals, estimate, self.train_config.eps)          # (batch,)
-            loss = tf.nn.compute_average_loss(kl)
+            kl, supervised = self._supervised(vocals, estimate, mixture)          # (batch,) each
+            loss = tf.nn.compute_average_loss(supervised)
         # 2. update G alone
         variables = self.generator.trainable_variables
         self.g_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         # 3. track the unscaled per-example values
-        self.kl_tracker.update_state(kl)
-        return self._logs({"kl": self.kl_tracker.result()})
+        self._track_supervised(kl, supervised)
+        return self._logs({m.name: m.result() for m in self.supervised_trackers})
 
     def _gan_step(self, mixture, vocals):
         cfg = self.train_config
@@ -117,15 +136,15 @@ class SVSGAN(keras.Model):
             d_scaled = tf.nn.compute_average_loss(d_loss)
         variables = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, variables), variables))
-        # 2. G step: fool the updated D while staying close to the truth in KL; the two gradients
-        #    are taken apart so that the adversarial one can be put on the KL one's scale
+        # 2. G step: fool the updated D while staying close to the truth (train.loss); the two
+        #    gradients are taken apart so that the adversarial one can be put on the supervised one's scale
         with tf.GradientTape(persistent=True) as tape:
             estimate = self(mixture, training=True)
             adversarial = generator_adversarial_loss(
                 self.discriminator((estimate, mixture), training=False))          # (batch,)
-            kl = generalized_kl(vocals, estimate, cfg.eps)                        # (batch,)
+            kl, supervised = self._supervised(vocals, estimate, mixture)          # (batch,) each
             adversarial_scaled = tf.nn.compute_average_loss(adversarial)
-            kl_scaled = tf.nn.compute_average_loss(kl)
+            kl_scaled = tf.nn.compute_average_loss(supervised)
         variables = self.generator.trainable_variables
         kl_grads = tape.gradient(kl_scaled, variables)
         adversarial_grads = tape.gradient(adversarial_scaled, variables)
@@ -134,10 +153,10 @@ class SVSGAN(keras.Model):
         adversarial_weight = cfg.adversarial_weight * scale
         grads = [cfg.kl_weight * k + adversarial_weight * a for k, a in zip(kl_grads, adversarial_grads)]
         self.g_optimizer.apply_gradients(zip(grads, variables))
-        g_loss = adversarial_weight * adversarial + cfg.kl_weight * kl                # (batch,)
+        g_loss = adversarial_weight * adversarial + cfg.kl_weight * supervised        # (batch,)
         self.adversarial_scale_tracker.update_state(scale)
         # 3. track the unscaled per-example values and D's mean belief on real and fake frames
-        self.kl_tracker.update_state(kl)
+        self._track_supervised(kl, supervised)
         self.g_loss_tracker.update_state(g_loss)
         self.adversarial_tracker.update_state(adversarial)
         self.d_loss_tracker.update_state(d_loss)
@@ -165,16 +184,18 @@ class SVSGAN(keras.Model):
 
     def test_step(self, data):
         mixture, vocals = data                                 # (batch, nb_frames, nb_bins) each
-        # 1. per-example KL of the estimate, tracked unscaled
-        kl = generalized_kl(vocals, self(mixture, training=False), self.train_config.eps)  # (batch,)
-        self.kl_tracker.update_state(kl)
-        # 2. the running mean over all replicas' examples: the last validation batch can split unevenly
+        # 1. per-example supervised losses of the estimate, tracked unscaled
+        self._track_supervised(*self._supervised(vocals, self(mixture, training=False), mixture))
+        # 2. the running means over all replicas' examples: the last validation batch can split unevenly
         #    (or leave a replica empty), where a mean of per-replica means would be biased
-        total, count = tf.identity(self.kl_tracker.total.value), tf.identity(self.kl_tracker.count.value)
         context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            total, count = context.all_reduce(tf.distribute.ReduceOp.SUM, [total, count])
-        return self._logs({"kl": tf.math.divide_no_nan(total, count)})
+        logs = {}
+        for tracker in self.supervised_trackers:
+            total, count = tf.identity(tracker.total.value), tf.identity(tracker.count.value)
+            if context is not None and context.num_replicas_in_sync > 1:
+                total, count = context.all_reduce(tf.distribute.ReduceOp.SUM, [total, count])
+            logs[tracker.name] = tf.math.divide_no_nan(total, count)
+        return self._logs(logs)
 
     def _logs(self, values: dict) -> dict:
         """Step outputs {name: scalar} in the form Keras reduces across replicas.

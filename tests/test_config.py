@@ -49,6 +49,8 @@ def test_optional_settings_take_null_and_others_do_not():
     ({"data.validation_tracks": 99}, "validation_tracks"),
     ({"train.lr_schedule": "step"}, "unknown schedule"),
     ({"train.final_lr_fraction": 0.0}, "final_lr_fraction"),
+    ({"train.loss": "l1"}, "unknown supervised loss"),
+    ({"data.target": "complex"}, "unknown target"),
 ])
 def test_bad_values_raise_one_line_errors(overrides, message):
     with pytest.raises(ConfigError) as err:

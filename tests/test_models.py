@@ -4,7 +4,9 @@ import pytest
 import tensorflow as tf
 
 from svsgan_tf.errors import ConfigError
-from svsgan_tf.losses import discriminator_loss, generalized_kl, generator_adversarial_loss
+from svsgan_tf.losses import (SNR_FLOOR, discriminator_loss, generalized_kl, generator_adversarial_loss,
+                              magnitude_mse, negative_snr, supervised_loss)
+from svsgan_tf.spectral import phase_sensitive_magnitude
 from svsgan_tf.models import build_discriminator, build_generator
 from tests.conftest import tiny_config
 
@@ -23,6 +25,56 @@ def test_generalized_kl_matches_numpy(rng):
     np.testing.assert_allclose(got, numpy_generalized_kl(x.astype(np.float64), y, 1e-8), rtol=1e-5)
     assert got.shape == (4,)
     np.testing.assert_allclose(generalized_kl(tf.constant(x), tf.constant(x)).numpy(), 0.0, atol=1e-4)
+
+
+def test_magnitude_mse_matches_numpy_and_weighs_loud_bins_more_than_kl(rng):
+    x = rng.uniform(0, 3, (4, 7, 33)).astype(np.float32)
+    y = rng.uniform(0, 3, (4, 7, 33)).astype(np.float32)
+    got = magnitude_mse(tf.constant(x), tf.constant(y)).numpy()
+    np.testing.assert_allclose(got, ((x.astype(np.float64) - y) ** 2).sum(-1).mean(-1), rtol=1e-5)
+    np.testing.assert_array_equal(supervised_loss("mse", x, y, x + y).numpy(), got)
+    np.testing.assert_array_equal(supervised_loss("kl", x, y, x + y).numpy(), generalized_kl(x, y).numpy())
+    # scaling target and estimate by 10 scales the KL by 10 and the squared error by 100
+    ratio = lambda f: float(tf.reduce_sum(f(10 * x, 10 * y)) / tf.reduce_sum(f(x, y)))
+    assert ratio(generalized_kl) == pytest.approx(10, rel=1e-3)
+    assert ratio(magnitude_mse) == pytest.approx(100, rel=1e-3)
+
+
+def test_negative_snr_matches_numpy_is_scale_free_and_floored(rng):
+    x = rng.uniform(0, 3, (4, 7, 33)).astype(np.float32)
+    y = rng.uniform(0, 3, (4, 7, 33)).astype(np.float32)
+    z = x + rng.uniform(0, 3, (4, 7, 33)).astype(np.float32)
+    x64, y64, z64 = (a.astype(np.float64) for a in (x, y, z))
+    floor = SNR_FLOOR * (z64 ** 2).sum((1, 2)) + 1e-8
+    expected = 10 * np.log10((((x64 - y64) ** 2).sum((1, 2)) + floor) / ((x64 ** 2).sum((1, 2)) + floor))
+    got = negative_snr(tf.constant(x), tf.constant(y), tf.constant(z)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    np.testing.assert_allclose(supervised_loss("snr", x, y, z).numpy(), got)
+    # every example counts the same whatever its loudness: a 100 times louder copy scores the same
+    np.testing.assert_allclose(negative_snr(100 * x, 100 * y, 100 * z).numpy(), got, rtol=1e-4)
+    # silent vocals: the loss is finite, and least (0 dB) for a silent estimate
+    silent = np.zeros_like(x)
+    assert np.all(np.isfinite(negative_snr(silent, y, z).numpy()))
+    np.testing.assert_allclose(negative_snr(silent, silent, z).numpy(), 0.0, atol=1e-4)
+    np.testing.assert_allclose(negative_snr(x, x, z).numpy(),
+                               10 * np.log10(floor / ((x64 ** 2).sum((1, 2)) + floor)), rtol=1e-4)
+
+
+def test_phase_sensitive_magnitude_matches_numpy(rng):
+    def spectrum(shape):
+        return (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
+    source, rest = spectrum((3, 5, 17)), spectrum((3, 5, 17))
+    mixture = source + rest
+    mixture[0, 0, 0] = 0.0                                   # an exactly silent mixture bin
+    expected = np.abs(source) * np.cos(np.angle(source) - np.angle(mixture))
+    expected = np.clip(expected, 0.0, np.abs(mixture))
+    expected[0, 0, 0] = 0.0
+    got = phase_sensitive_magnitude(tf.constant(source), tf.constant(mixture)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.all(got <= np.abs(mixture) + 1e-6) and np.all(got >= 0)
+    # the source alone in the mixture: the target is its magnitude
+    alone = phase_sensitive_magnitude(tf.constant(source), tf.constant(source)).numpy()
+    np.testing.assert_allclose(alone, np.abs(source), rtol=1e-5)
 
 
 def test_kl_average_is_batch_size_independent(rng):

@@ -68,6 +68,45 @@ def test_tiny_model_overfits_a_tiny_excerpt():
     assert last < first / 10, (first, last)
 
 
+def test_squared_error_training_logs_both_losses_and_overfits(tmp_path):
+    config = tiny_config(**{"train.loss": "mse", "train.g_learning_rate": 3e-3})
+    mixture, vocals = tiny_batches(config, 1)[0]
+    model = build_svsgan(config)
+    model.set_phase("pretrain")
+    first = model.train_step((mixture, vocals))
+    assert set(first) == {"kl", "mse"}
+    for _ in range(300):
+        for tracker in model.supervised_trackers:
+            tracker.reset_state()
+        last = model.train_step((mixture, vocals))
+    assert float(last["mse"]) < float(first["mse"]) / 10, (first, last)
+    model.set_phase("gan")
+    assert {"kl", "mse", "g_loss", "d_loss"} <= set(model.train_step((mixture, vocals)))
+    history = train(config, str(tmp_path), verbose=0).history
+    assert {"kl", "mse", "val_kl", "val_mse"} <= set(history)
+    header = (tmp_path / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"mse", "val_mse"} <= set(header)
+
+
+def test_phase_sensitive_target_is_the_vocals_part_in_phase_with_the_mixture():
+    config = tiny_config(**{"data.augment": False})
+    tracks = make_tracks(1, seed=4, duration=1.0, sample_rate=config.stft.sample_rate)
+    plain = list(data_lib.validation_dataset(tracks, config).unbatch())
+    sensitive = list(data_lib.validation_dataset(tracks, config.replace(**{"data.target": "phase_sensitive"})).unbatch())
+    nb_samples = data_lib.excerpt_samples(config.stft, config.data.excerpt_frames)
+    track = tracks[0]
+    n_fft, hop = config.stft.n_fft, config.stft.hop_length
+    window = np.hanning(n_fft + 1)[:-1]                                           # periodic Hann
+    spectrum = lambda x: np.stack([np.fft.rfft(x[i * hop:i * hop + n_fft] * window)
+                                   for i in range(config.data.excerpt_frames)])
+    mixture = spectrum(track.mixture[:nb_samples, 0].astype(np.float64))
+    vocals = spectrum(track.vocals[:nb_samples, 0].astype(np.float64))
+    expected = np.clip(np.abs(vocals) * np.cos(np.angle(vocals) - np.angle(mixture)), 0, np.abs(mixture))
+    np.testing.assert_allclose(sensitive[0][0], plain[0][0])                      # the same mixture
+    np.testing.assert_allclose(sensitive[0][1], expected, atol=1e-3 * np.abs(mixture).max())
+    assert np.all(sensitive[0][1].numpy() <= plain[0][1].numpy() + 1e-4)          # never above |S|
+
+
 def test_pipeline_shapes_and_frame_shuffling():
     config = tiny_config(**{"data.excerpt_frames": 8})
     tracks = make_tracks(3, seed=1, duration=1.0, sample_rate=8000)
@@ -251,3 +290,23 @@ def test_speed_augmentation_shifts_the_pitch_and_keeps_the_mixture_the_sum():
     np.testing.assert_allclose(data_lib.change_speed(ramp, 1.5, 50)[:, 0], 1.5 * np.arange(50), rtol=1e-6)
     with pytest.raises(ConfigError, match="data.speed_range"):
         tiny_config(**{"data.speed_range": [1.2, 1.1]})
+
+
+@pytest.mark.parametrize("interleave", [False, True])
+def test_interleaved_excerpts_cycle_through_the_tracks(interleave):
+    from svsgan_tf.datasets import ArrayTrack
+
+    nb_tracks, per_track, nb_samples = 5, 3, 64
+    # track k's vocals are the constant k + 1, so every excerpt says which track it came from
+    tracks = [ArrayTrack(f"t{k}", np.full((400, 1), k + 1.0, np.float32), np.zeros((400, 1), np.float32), 8000)
+              for k in range(nb_tracks)]
+    dataset = data_lib.waveform_excerpts(tracks, nb_samples, per_track, seed=0, random=True,
+                                         interleave=interleave)
+    order = [int(round(float(v[0, 0]))) - 1 for _, v in dataset]
+    assert sorted(order) == sorted(list(range(nb_tracks)) * per_track)        # every track, as often
+    rounds = [order[i:i + nb_tracks] for i in range(0, len(order), nb_tracks)]
+    if interleave:       # each round holds every track once, in a new order
+        assert all(sorted(r) == list(range(nb_tracks)) for r in rounds)
+        assert len({tuple(r) for r in rounds}) > 1
+    else:                # a track's excerpts come one after another
+        assert all(order[i] == order[i - i % per_track] for i in range(len(order)))
