@@ -13,6 +13,8 @@ from svsgan_tf.errors import ConfigError
 
 GENERATORS = ("encoder", "rnn")
 PHASES = ("pretrain", "gan")
+LOSSES = ("kl", "mse", "snr")           # G's supervised losses (losses.supervised_loss)
+TRAINING_TARGETS = ("magnitude", "phase_sensitive")   # what G estimates (data.target)
 
 
 @dataclass
@@ -153,8 +155,8 @@ class DataConfig:
         _check(self.shuffle_buffer > 0, "data.shuffle_buffer", self.shuffle_buffer, "must be > 0")
         _check(len(self.gain_range) == 2 and 0 < self.gain_range[0] <= self.gain_range[1],
                "data.gain_range", list(self.gain_range), "must be [low, high] with 0 < low <= high")
-        _check(self.target in ("magnitude", "phase_sensitive"), "data.target", self.target,
-               "unknown target, expected magnitude or phase_sensitive")
+        _check(self.target in TRAINING_TARGETS, "data.target", self.target,
+               f"unknown target, expected one of {', '.join(TRAINING_TARGETS)}")
         _check(len(self.speed_range) == 2 and 0.5 <= self.speed_range[0] <= self.speed_range[1] <= 2.0,
                "data.speed_range", list(self.speed_range), "must be [low, high] with 0.5 <= low <= high <= 2")
 
@@ -237,8 +239,8 @@ class TrainConfig:
                "must be in (0, 1]")
         _check(self.optimizer in ("adam", "rmsprop", "sgd"), "train.optimizer", self.optimizer,
                "unknown optimizer, expected adam, rmsprop or sgd")
-        _check(self.loss in ("kl", "mse", "snr"), "train.loss", self.loss,
-               "unknown supervised loss, expected kl (the paper's), mse or snr")
+        _check(self.loss in LOSSES, "train.loss", self.loss,
+               f"unknown supervised loss, expected one of {', '.join(LOSSES)} (kl is the paper's)")
         _check(self.kl_weight >= 0, "train.kl_weight", self.kl_weight, "must be >= 0")
         _check(self.adversarial_weight >= 0, "train.adversarial_weight", self.adversarial_weight,
                "must be >= 0")

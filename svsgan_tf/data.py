@@ -53,8 +53,8 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
     random=True draws `excerpts_per_track` random positions per track, new ones each epoch: with
     `interleave`, in rounds of one excerpt per track, each round in a new shuffled track order (so
     neighbouring excerpts, which share a shuffle buffer, come from different songs); without, a
-    track's excerpts one after another, tracks in a shuffled order. random=False cuts every track into consecutive excerpts (validation). Tracks
-    shorter than an excerpt are zero-padded. With `augment` (training only), each excerpt takes its
+    track's excerpts one after another, tracks in a shuffled order. random=False cuts every track
+    into consecutive excerpts (validation). Tracks shorter than an excerpt are zero-padded. With `augment` (training only), each excerpt takes its
     accompaniment from a random track (`random_mix`), plays each stem at a random speed
     (`speed_range`, see `change_speed`), scales each stem by a random gain (`gain_range`) and swaps
     stereo channels at random (`channel_swap`); the mixture is then the sum.

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from svsgan_tf.config import LOSSES
+
 
 def generalized_kl(target, estimate, eps: float = 1e-8):
     """Generalized KL divergence D(target || estimate) of eq. (1), per example.
@@ -63,9 +65,6 @@ def negative_snr(target, estimate, mixture):
     return 10.0 * (tf.math.log(error + floor) - tf.math.log(energy + floor)) / tf.math.log(10.0)
 
 
-SUPERVISED_LOSSES = ("kl", "mse", "snr")
-
-
 def supervised_loss(name: str, target, estimate, mixture, eps: float = 1e-8):
     """The supervised term G trains on (train.loss): "kl" (eq. 1, the paper's), "mse" or "snr", per
     example (batch,)."""
@@ -75,7 +74,7 @@ def supervised_loss(name: str, target, estimate, mixture, eps: float = 1e-8):
         return magnitude_mse(target, estimate)
     if name == "snr":
         return negative_snr(target, estimate, mixture)
-    raise ValueError(f"unknown supervised loss {name!r}, expected one of {SUPERVISED_LOSSES}")
+    raise ValueError(f"unknown supervised loss {name!r}, expected one of {LOSSES}")
 
 
 def _bce_with_logits(labels_value: float, logits):

@@ -6,7 +6,7 @@ import logging
 import keras
 import tensorflow as tf
 
-from svsgan_tf.config import PHASES, TrainConfig
+from svsgan_tf.config import LOSSES, PHASES, TrainConfig
 from svsgan_tf.distribute import is_multi_worker
 from svsgan_tf.losses import discriminator_loss, generalized_kl, generator_adversarial_loss, supervised_loss
 from svsgan_tf.models.discriminator import Discriminator
@@ -20,11 +20,11 @@ class SVSGAN(keras.Model):
 
     Data: batches of (mixture magnitude, vocals magnitude), each (batch, nb_frames, nb_bins).
     Phase `pretrain` updates G alone with the supervised loss (train.loss: the generalized KL
-    divergence, or a squared error); phase `gan` alternates a D update on real (vocals, mixture)
+    divergence, a squared error or an SNR); phase `gan` alternates a D update on real (vocals, mixture)
     against fake (G(mixture), mixture) and a G update on adversarial_weight * scale * -log D(G(z), z)
     + kl_weight * supervised loss, where `scale` (train.balance) puts the adversarial gradient on the
     supervised gradient's scale. Switch with `set_phase`. The KL is logged as `kl` whatever G trains
-    on, so runs compare; a squared-error run logs its loss as `mse` too.
+    on, so runs compare; a run on another loss logs that loss under its name (`mse`, `snr`) too.
 
     Under a tf.distribute strategy each replica gets its part of the global batch. Every loss is a
     per-example (batch,) value averaged over the global batch with `tf.nn.compute_average_loss`, since
@@ -40,7 +40,7 @@ class SVSGAN(keras.Model):
         self.train_config = train_config
         self.phase = PHASES[0]
         self.kl_tracker = keras.metrics.Mean(name="kl")
-        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in ("mse", "snr")}
+        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in LOSSES if name != "kl"}
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.adversarial_tracker = keras.metrics.Mean(name="g_adversarial")
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
@@ -79,7 +79,7 @@ class SVSGAN(keras.Model):
     @property
     def metrics(self):
         return self.supervised_trackers + [self.g_loss_tracker, self.adversarial_tracker, self.d_loss_tracker,
-                             self.d_real_tracker, self.d_fake_tracker, self.adversarial_scale_tracker]
+                                           self.d_real_tracker, self.d_fake_tracker, self.adversarial_scale_tracker]
 
     def set_phase(self, phase: str) -> None:
         """Switch to `pretrain` or `gan`; the next step retraces the train function."""
@@ -144,14 +144,14 @@ class SVSGAN(keras.Model):
                 self.discriminator((estimate, mixture), training=False))          # (batch,)
             kl, supervised = self._supervised(vocals, estimate, mixture)          # (batch,) each
             adversarial_scaled = tf.nn.compute_average_loss(adversarial)
-            kl_scaled = tf.nn.compute_average_loss(supervised)
+            supervised_scaled = tf.nn.compute_average_loss(supervised)
         variables = self.generator.trainable_variables
-        kl_grads = tape.gradient(kl_scaled, variables)
+        supervised_grads = tape.gradient(supervised_scaled, variables)
         adversarial_grads = tape.gradient(adversarial_scaled, variables)
         del tape
-        scale = self._adversarial_scale(kl_grads, adversarial_grads, variables)
+        scale = self._adversarial_scale(supervised_grads, adversarial_grads, variables)
         adversarial_weight = cfg.adversarial_weight * scale
-        grads = [cfg.kl_weight * k + adversarial_weight * a for k, a in zip(kl_grads, adversarial_grads)]
+        grads = [cfg.kl_weight * k + adversarial_weight * a for k, a in zip(supervised_grads, adversarial_grads)]
         self.g_optimizer.apply_gradients(zip(grads, variables))
         g_loss = adversarial_weight * adversarial + cfg.kl_weight * supervised        # (batch,)
         self.adversarial_scale_tracker.update_state(scale)
