@@ -225,8 +225,8 @@ class HistoryCSV(keras.callbacks.Callback):
     a resumed run trains again (killed after logging, before its backup) are dropped when it starts.
     """
 
-    COLUMNS = ("epoch", "phase", "g_steps", "d_steps", "g_learning_rate", "kl", "val_kl", "mse", "val_mse", "snr", "val_snr",
-               "val_sdr", "g_loss", "g_adversarial", "d_loss", "d_real", "d_fake", "adv_scale")
+    COLUMNS = ("epoch", "phase", "g_steps", "d_steps", "g_learning_rate", "kl", "val_kl", "mse", "val_mse",
+               "snr", "val_snr", "val_sdr", "g_loss", "g_adversarial", "d_loss", "d_real", "d_fake", "adv_scale")
 
     def __init__(self, path: str):
         super().__init__()

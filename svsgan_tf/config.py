@@ -163,7 +163,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Two-phase training: supervised KL pretraining of G, then the conditional GAN.
+    """Two-phase training: supervised pretraining of G (the KL divergence by default), then the conditional GAN.
 
     G's supervised loss is `loss` (see losses.py): "kl", the generalized KL divergence of the paper's
     eq. (1); "mse", the squared error of the magnitudes (Open-Unmix's), which weighs bins by energy as
@@ -171,11 +171,12 @@ class TrainConfig:
     their loudness, as BSS Eval's median over 1 s windows does (for contiguous excerpts,
     data.shuffle_frames=false).
 
-    In the GAN phase G's gradient is kl_weight * dKL + adversarial_weight * scale * dAdv (KL: the
-    supervised loss, whichever it is). With
-    balance="gradient", scale = ||dKL|| / ||dAdv|| at G's last layer, so adversarial_weight is the
-    ratio of the adversarial to the KL gradient there (0.5: half as strong); with "none", scale = 1 and
-    the weights multiply the raw losses (the KL, summed over bins, then dwarfs the adversarial term).
+    In the GAN phase G's gradient is kl_weight * dL + adversarial_weight * scale * dAdv, where L is the
+    supervised loss, whichever it is (kl_weight keeps the paper's name). With balance="gradient",
+    scale = ||dL|| / ||dAdv|| at G's last layer, so adversarial_weight is the ratio of the adversarial
+    to the supervised gradient there (0.5: half as strong); with "none", scale = 1 and the weights
+    multiply the raw losses (the KL or the squared error, summed over bins, then dwarfs the adversarial
+    term; the SNR, a few dB, does not).
 
     G's rate within each phase follows `lr_schedule`: "constant", or "cosine", which decays it per epoch
     from the phase's rate to `final_lr_fraction` times that rate at the phase's last epoch.
@@ -263,6 +264,14 @@ class Config:
         """Values per frame that the generator and discriminator see: model.nb_channels * stft.nb_bins."""
         return self.model.nb_channels * self.stft.nb_bins
 
+    @property
+    def shuffles_frames(self) -> bool:
+        """Whether training shuffles frames across excerpts: data.shuffle_frames, or by default for the
+        frame-wise encoder only (not for one with model.context_frames, which needs neighbouring frames)."""
+        if self.data.shuffle_frames is not None:
+            return self.data.shuffle_frames
+        return self.model.generator == "encoder" and self.model.context_frames == 0
+
     def validate(self) -> "Config":
         """Raise ConfigError on the first bad value; return self so calls can be chained."""
         for section in (self.stft, self.model, self.data, self.train):
@@ -270,6 +279,9 @@ class Config:
         _check(not (self.model.context_frames and self.data.shuffle_frames), "data.shuffle_frames",
                self.data.shuffle_frames, "cannot be true with model.context_frames > 0 (the window needs "
                "neighbouring frames)")
+        _check(not (self.train.loss == "snr" and self.shuffles_frames), "train.loss", self.train.loss,
+               "needs contiguous excerpts (an SNR of frames shuffled across songs means nothing): "
+               "set data.shuffle_frames=false")
         return self
 
     def to_dict(self) -> dict[str, Any]:

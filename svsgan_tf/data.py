@@ -234,11 +234,8 @@ def validation_dataset(tracks: Sequence[TrackLike], config: Config) -> tf.data.D
 
 
 def frame_shuffling(config: Config) -> bool:
-    """Whether frames are shuffled across excerpts: by default for the frame-wise encoder only (not for
-    one with model.context_frames, which needs neighbouring frames)."""
-    if config.data.shuffle_frames is not None:
-        return config.data.shuffle_frames
-    return config.model.generator == "encoder" and config.model.context_frames == 0
+    """Whether frames are shuffled across excerpts (Config.shuffles_frames)."""
+    return config.shuffles_frames
 
 
 def input_statistics(dataset: tf.data.Dataset, max_batches: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,10 @@
 """`python -m svsgan_tf.experiment`: the paper's comparison of Encoder, Encoder-GAN, RNN and RNN-GAN.
 
-Each generator is pretrained with the KL divergence, then fine-tuned twice from that same start for the
-same number of steps with the same learning rate: once as the conditional GAN (adversarial + KL) and
-once as its KL-only twin (adversarial weight 0), so that any difference comes from the discriminator.
+Each generator is pretrained with its supervised loss (train.loss: the KL divergence by default), then
+fine-tuned twice from that same start for the same number of steps with the same learning rate: once
+as the conditional GAN (adversarial + supervised loss) and once as its supervised-only twin (adversarial
+weight 0; its folder is named `kl` whatever the loss), so that any difference comes from the
+discriminator.
 Held-out songs are separated with each model and scored with museval (BSS Eval v4, median over 1 s
 frames) beside the unprocessed mixture and the ideal ratio mask, as in the paper's Table 1; with
 several seeds, each GAN model is compared with its twin by a paired Wilcoxon signed-rank test over
@@ -90,7 +92,7 @@ def train_models(config, tracks, validation, settings: ExperimentSettings, out_d
     model_dirs = {}
     for generator in ("encoder", "rnn"):
         gen_config = config.replace(**{"model.generator": generator})
-        logger.info("%s: KL pretraining, %d epochs", generator, settings.pretrain_epochs)
+        logger.info("%s: %s pretraining, %d epochs", generator, config.train.loss, settings.pretrain_epochs)
         start = train(gen_config.replace(**{"train.pretrain_epochs": settings.pretrain_epochs,
                                             "train.gan_epochs": 0}),
                       os.path.join(out_dir, generator, "pretrain"), tracks, validation, verbose=verbose)
@@ -129,12 +131,12 @@ def _sdr(scores: dict, track: str, target: str = "vocals") -> float:
     return scores.get(track, {}).get(target, {}).get("SDR", float("nan"))
 
 
-def summary_tables(rows: dict[str, dict], songs, seeds: list[int]) -> tuple[str, dict]:
+def summary_tables(rows: dict[str, dict], songs, seeds: list[int], loss: str = "kl") -> tuple[str, dict]:
     """Table 1 (vocals SDR per song, median and mean over all tracks) and the statistics behind it.
 
     Per model: each seed's median/mean over tracks, then mean and standard deviation over seeds; the
-    per-song cells are means over seeds. GAN vs KL twin: paired Wilcoxon signed-rank test on the
-    per-track SDR averaged over seeds.
+    per-song cells are means over seeds. GAN vs its twin trained on the supervised `loss` alone: paired
+    Wilcoxon signed-rank test on the per-track SDR averaged over seeds.
     """
     import numpy as np
 
@@ -164,7 +166,7 @@ def summary_tables(rows: dict[str, dict], songs, seeds: list[int]) -> tuple[str,
         lines.append(f"| {label} | " + " | ".join(f"{c:.2f}" for c in cells)
                      + f" | {medians.mean():.2f}{spread} | {means.mean():.2f}{mean_spread} |")
     lines.append("")
-    lines.append("| GAN vs KL-only twin | mean Δ SDR (dB) | tracks better | Wilcoxon p |")
+    lines.append(f"| GAN vs {loss.upper()}-only twin | mean Δ SDR (dB) | tracks better | Wilcoxon p |")
     lines.append("|---|---|---|---|")
     for gan, twin in (("Encoder-GAN", "Encoder"), ("RNN-GAN", "RNN")):
         test = paired_comparison(np.nanmean(per_track(gan), axis=0), np.nanmean(per_track(twin), axis=0))
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         model_dirs[seed] = train_models(seed_config, training, validation, settings,
                                         os.path.join(args.out, f"seed{seed}"), 0 if args.quiet else 2)
     rows = evaluate_all(model_dirs, songs, settings.wiener, args.quiet)
-    table, stats = summary_tables(rows, songs, seeds)
+    table, stats = summary_tables(rows, songs, seeds, config.train.loss)
     minutes = (time.time() - started) / 60
     atomic_write_text(os.path.join(args.out, "scores.json"), json.dumps(
         {"settings": asdict(settings), "models": model_dirs, "scores": rows, "statistics": stats},

@@ -1,4 +1,4 @@
-"""The SVSGAN Keras model: a custom train_step for KL pretraining (phase 1) and the cGAN (phase 2)."""
+"""The SVSGAN Keras model: a custom train_step for supervised pretraining (phase 1) and the cGAN (phase 2)."""
 from __future__ import annotations
 
 import logging
@@ -23,8 +23,8 @@ class SVSGAN(keras.Model):
     divergence, a squared error or an SNR); phase `gan` alternates a D update on real (vocals, mixture)
     against fake (G(mixture), mixture) and a G update on adversarial_weight * scale * -log D(G(z), z)
     + kl_weight * supervised loss, where `scale` (train.balance) puts the adversarial gradient on the
-    supervised gradient's scale. Switch with `set_phase`. The KL is logged as `kl` whatever G trains
-    on, so runs compare; a run on another loss logs that loss under its name (`mse`, `snr`) too.
+    supervised gradient's scale. Switch with `set_phase`. The KL (against this run's target, see
+    data.target) is logged as `kl` whatever G trains on, so runs compare; a run on another loss logs that loss under its name (`mse`, `snr`) too.
 
     Under a tf.distribute strategy each replica gets its part of the global batch. Every loss is a
     per-example (batch,) value averaged over the global batch with `tf.nn.compute_average_loss`, since
@@ -164,10 +164,10 @@ class SVSGAN(keras.Model):
         self.d_fake_tracker.update_state(tf.reduce_mean(tf.sigmoid(fake_logits), axis=-1))
         return self._logs({m.name: m.result() for m in self.metrics})
 
-    def _adversarial_scale(self, kl_grads, adversarial_grads, variables):
-        """The factor that puts the adversarial gradient on the KL gradient's scale.
+    def _adversarial_scale(self, supervised_grads, adversarial_grads, variables):
+        """The factor that puts the adversarial gradient on the supervised gradient's scale.
 
-        With train.balance == "gradient": ||dKL/dW|| / ||dAdv/dW|| on the kernel W of G's last layer
+        With train.balance == "gradient": ||dL/dW|| (L the supervised loss) / ||dAdv/dW|| on the kernel W of G's last layer
         (the adaptive weight of Esser et al. 2021, "Taming Transformers", eq. 7), from gradients summed
         over replicas so that every replica uses the same factor; then adversarial_weight is the ratio
         of the two gradients' norms at G's output. With "none": 1.
@@ -175,11 +175,11 @@ class SVSGAN(keras.Model):
         if self.train_config.balance == "none":
             return tf.constant(1.0)
         index = next(i for i, v in enumerate(variables) if v is self.generator.mask_layer.kernel)
-        kl_last, adversarial_last = kl_grads[index], adversarial_grads[index]
+        supervised_last, adversarial_last = supervised_grads[index], adversarial_grads[index]
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
-            kl_last, adversarial_last = context.all_reduce(tf.distribute.ReduceOp.SUM, [kl_last, adversarial_last])
-        ratio = tf.norm(kl_last) / (tf.norm(adversarial_last) + 1e-8)
+            supervised_last, adversarial_last = context.all_reduce(tf.distribute.ReduceOp.SUM, [supervised_last, adversarial_last])
+        ratio = tf.norm(supervised_last) / (tf.norm(adversarial_last) + 1e-8)
         return tf.stop_gradient(tf.clip_by_value(ratio, 0.0, 1e4))
 
     def test_step(self, data):

@@ -1,4 +1,4 @@
-"""`python -m svsgan_tf.train`: train an SVSGAN generator (KL pretraining, optionally the cGAN phase)."""
+"""`python -m svsgan_tf.train`: train an SVSGAN generator (supervised pretraining, optionally the cGAN phase)."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +13,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="generator: encoder (FC encoder-decoder) or rnn (encoder-LSTM-decoder)")
     parser.add_argument("--gan", action="store_true", help="add the conditional GAN phase after pretraining")
     parser.add_argument("--data", default=None, help="data source (default: the embedded synthetic set)")
-    parser.add_argument("--epochs", type=int, default=None, help="KL pretraining epochs")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="supervised pretraining epochs (train.loss, KL by default)")
     parser.add_argument("--gan-epochs", type=int, default=None, help="cGAN epochs with --gan (default 5)")
     parser.add_argument("--batch-size", type=int, default=None, help="global batch size (examples)")
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="batches per epoch")

@@ -68,7 +68,7 @@ def test_tiny_model_overfits_a_tiny_excerpt():
     assert last < first / 10, (first, last)
 
 
-def test_squared_error_training_logs_both_losses_and_overfits(tmp_path):
+def test_squared_error_training_logs_both_losses_and_overfits():
     config = tiny_config(**{"train.loss": "mse", "train.g_learning_rate": 3e-3})
     mixture, vocals = tiny_batches(config, 1)[0]
     model = build_svsgan(config)
@@ -82,10 +82,47 @@ def test_squared_error_training_logs_both_losses_and_overfits(tmp_path):
     assert float(last["mse"]) < float(first["mse"]) / 10, (first, last)
     model.set_phase("gan")
     assert {"kl", "mse", "g_loss", "d_loss"} <= set(model.train_step((mixture, vocals)))
+
+
+@pytest.mark.parametrize("loss", ["mse", "snr"])
+def test_g_steps_descend_the_configured_loss_in_both_phases(loss, tmp_path):
+    from svsgan_tf.losses import generalized_kl, supervised_loss
+
+    # plain SGD with a large rate: each weight moves by -rate * gradient, well above float32 rounding
+    config = tiny_config(**{"train.loss": loss, "train.optimizer": "sgd", "data.shuffle_frames": False,
+                            "train.adversarial_weight": 0.0, "train.g_learning_rate": 0.1,
+                            "train.gan_g_learning_rate": 0.1})
+    mixture, vocals = tiny_batches(config, 1)[0]
+    model = build_svsgan(config)
+    generator = model.generator
+
+    def gradient(loss_fn):
+        with tf.GradientTape() as tape:
+            value = tf.nn.compute_average_loss(loss_fn(vocals, model(mixture)))
+        return [g.numpy() for g in tape.gradient(value, generator.trainable_variables)]
+
+    for phase in ("pretrain", "gan"):            # with adversarial weight 0, the GAN step is the loss alone
+        model.set_phase(phase)
+        expected = gradient(lambda v, e: supervised_loss(loss, v, e, mixture))
+        kl = gradient(generalized_kl)
+        before = snapshot(generator)
+        model.train_step((mixture, vocals))
+        rate = float(model.g_optimizer.learning_rate.numpy())
+        steps = [(b - a.numpy()) / rate for b, a in zip(before, generator.trainable_variables)]
+        for step, grad in zip(steps, expected):
+            np.testing.assert_allclose(step, grad, rtol=1e-3, atol=1e-3 * np.abs(grad).max() + 1e-9)
+        assert not all(np.allclose(step, g, rtol=1e-2, atol=1e-8) for step, g in zip(steps, kl))
     history = train(config, str(tmp_path), verbose=0).history
-    assert {"kl", "mse", "val_kl", "val_mse"} <= set(history)
+    assert {"kl", loss, "val_kl", f"val_{loss}"} <= set(history)
     header = (tmp_path / "history.csv").read_text().splitlines()[0].split(",")
-    assert {"mse", "val_mse"} <= set(header)
+    assert {loss, f"val_{loss}"} <= set(header)
+
+
+def test_snr_loss_on_shuffled_frames_is_refused():
+    with pytest.raises(ConfigError, match="contiguous excerpts"):
+        tiny_config(**{"train.loss": "snr"})                          # the encoder shuffles frames by default
+    assert tiny_config(**{"train.loss": "snr", "data.shuffle_frames": False}).train.loss == "snr"
+    assert tiny_config(**{"train.loss": "snr", "model.generator": "rnn"}).train.loss == "snr"
 
 
 def test_phase_sensitive_target_is_the_vocals_part_in_phase_with_the_mixture():
