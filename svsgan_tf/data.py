@@ -15,7 +15,7 @@ import tensorflow as tf
 from svsgan_tf.config import Config, DataConfig, STFTConfig
 from svsgan_tf.errors import DataError
 from svsgan_tf import spectral
-from svsgan_tf.spectral import magnitude_frames, unpadded_frames
+from svsgan_tf.spectral import unpadded_frames
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
     `interleave`, in rounds of one excerpt per track, each round in a new shuffled track order (so
     neighbouring excerpts, which share a shuffle buffer, come from different songs); without, a
     track's excerpts one after another, tracks in a shuffled order. random=False cuts every track
-    into consecutive excerpts (validation). Tracks shorter than an excerpt are zero-padded. With `augment` (training only), each excerpt takes its
+    into consecutive excerpts (validation). Tracks shorter than an excerpt are zero-padded. With
+    `augment` (training only), each excerpt takes its
     accompaniment from a random track (`random_mix`), plays each stem at a random speed
     (`speed_range`, see `change_speed`), scales each stem by a random gain (`gain_range`) and swaps
     stereo channels at random (`channel_swap`); the mixture is then the sum.
@@ -147,11 +148,10 @@ def to_magnitude(dataset: tf.data.Dataset, stft: STFTConfig, target: str = "magn
     The vocals become their magnitude, or with target="phase_sensitive" their truncated phase-sensitive
     magnitude against the mixture (`spectral.phase_sensitive_magnitude`)."""
     def magnitude(mixture, vocals):
-        if target == "magnitude":
-            return (magnitude_frames(mixture, stft.n_fft, stft.hop_length),
-                    magnitude_frames(vocals, stft.n_fft, stft.hop_length))
         mixture_spectrum = unpadded_frames(mixture, stft.n_fft, stft.hop_length)
         vocals_spectrum = unpadded_frames(vocals, stft.n_fft, stft.hop_length)
+        if target == "magnitude":
+            return tf.abs(mixture_spectrum), tf.abs(vocals_spectrum)
         return tf.abs(mixture_spectrum), spectral.phase_sensitive_magnitude(vocals_spectrum, mixture_spectrum)
     return dataset.map(magnitude, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -211,7 +211,7 @@ def training_dataset(tracks: Sequence[TrackLike], config: Config, seed: int | No
                                 data.excerpts_per_track, seed, random=True,
                                 augment=data if data.augment else None, interleave=data.interleave_tracks)
     dataset = channel_examples(dataset, config)
-    if frame_shuffling(config):
+    if config.shuffles_frames:
         dataset = shuffle_frames(dataset, data.excerpt_frames, data.shuffle_buffer, seed)
     dataset = batch_examples(dataset, config.train.batch_size,
                              max(1, data.shuffle_buffer // data.excerpt_frames), seed, drop_remainder=True)
@@ -231,11 +231,6 @@ def validation_dataset(tracks: Sequence[TrackLike], config: Config) -> tf.data.D
     nb_examples = sum(examples_per_excerpt(t, config) * max(1, readable(t).nb_samples // nb_samples)
                       for t in tracks)
     return dataset.apply(tf.data.experimental.assert_cardinality(-(-nb_examples // config.train.batch_size)))
-
-
-def frame_shuffling(config: Config) -> bool:
-    """Whether frames are shuffled across excerpts (Config.shuffles_frames)."""
-    return config.shuffles_frames
 
 
 def input_statistics(dataset: tf.data.Dataset, max_batches: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ import logging
 import keras
 import tensorflow as tf
 
-from svsgan_tf.config import LOSSES, PHASES, TrainConfig
+from svsgan_tf.config import PHASES, TrainConfig
 from svsgan_tf.distribute import is_multi_worker
 from svsgan_tf.losses import discriminator_loss, generalized_kl, generator_adversarial_loss, supervised_loss
 from svsgan_tf.models.discriminator import Discriminator
@@ -24,7 +24,8 @@ class SVSGAN(keras.Model):
     against fake (G(mixture), mixture) and a G update on adversarial_weight * scale * -log D(G(z), z)
     + kl_weight * supervised loss, where `scale` (train.balance) puts the adversarial gradient on the
     supervised gradient's scale. Switch with `set_phase`. The KL (against this run's target, see
-    data.target) is logged as `kl` whatever G trains on, so runs compare; a run on another loss logs that loss under its name (`mse`, `snr`) too.
+    data.target) is logged as `kl` whatever G trains on, so runs compare; a run on another loss logs
+    that loss under its name (`mse`, `snr`) too.
 
     Under a tf.distribute strategy each replica gets its part of the global batch. Every loss is a
     per-example (batch,) value averaged over the global batch with `tf.nn.compute_average_loss`, since
@@ -40,7 +41,8 @@ class SVSGAN(keras.Model):
         self.train_config = train_config
         self.phase = PHASES[0]
         self.kl_tracker = keras.metrics.Mean(name="kl")
-        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in LOSSES if name != "kl"}
+        # the tracker of the loss G trains on, when it is not the KL
+        self.loss_tracker = None if train_config.loss == "kl" else keras.metrics.Mean(name=train_config.loss)
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.adversarial_tracker = keras.metrics.Mean(name="g_adversarial")
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
@@ -74,7 +76,7 @@ class SVSGAN(keras.Model):
     @property
     def supervised_trackers(self):
         """The KL's tracker, and that of the loss G trains on when it is another."""
-        return [self.kl_tracker] + [t for name, t in self.loss_trackers.items() if name == self.train_config.loss]
+        return [self.kl_tracker] + ([self.loss_tracker] if self.loss_tracker is not None else [])
 
     @property
     def metrics(self):
@@ -109,8 +111,8 @@ class SVSGAN(keras.Model):
 
     def _track_supervised(self, kl, supervised) -> None:
         self.kl_tracker.update_state(kl)
-        if self.train_config.loss != "kl":
-            self.loss_trackers[self.train_config.loss].update_state(supervised)
+        if self.loss_tracker is not None:
+            self.loss_tracker.update_state(supervised)
 
     def _pretrain_step(self, mixture, vocals):
         # 1. estimate the vocals and measure the per-example supervised loss to the truth
@@ -167,7 +169,8 @@ class SVSGAN(keras.Model):
     def _adversarial_scale(self, supervised_grads, adversarial_grads, variables):
         """The factor that puts the adversarial gradient on the supervised gradient's scale.
 
-        With train.balance == "gradient": ||dL/dW|| (L the supervised loss) / ||dAdv/dW|| on the kernel W of G's last layer
+        With train.balance == "gradient": ||dL/dW|| / ||dAdv/dW||, L the supervised loss, on the kernel W
+        of G's last layer
         (the adaptive weight of Esser et al. 2021, "Taming Transformers", eq. 7), from gradients summed
         over replicas so that every replica uses the same factor; then adversarial_weight is the ratio
         of the two gradients' norms at G's output. With "none": 1.
@@ -178,7 +181,8 @@ class SVSGAN(keras.Model):
         supervised_last, adversarial_last = supervised_grads[index], adversarial_grads[index]
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
-            supervised_last, adversarial_last = context.all_reduce(tf.distribute.ReduceOp.SUM, [supervised_last, adversarial_last])
+            supervised_last, adversarial_last = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                                                   [supervised_last, adversarial_last])
         ratio = tf.norm(supervised_last) / (tf.norm(adversarial_last) + 1e-8)
         return tf.stop_gradient(tf.clip_by_value(ratio, 0.0, 1e4))
 

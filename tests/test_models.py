@@ -204,12 +204,11 @@ def test_context_frames_give_the_encoder_a_window_of_exactly_2k_plus_1_frames(ge
 
 
 def test_context_encoder_trains_on_excerpts_and_survives_a_save_load(tmp_path, rng):
-    from svsgan_tf import data as data_lib
     from svsgan_tf.model_io import load_generator, save_model
 
     config = tiny_config(**{"model.generator": "encoder", "model.context_frames": 1})
-    assert not data_lib.frame_shuffling(config)              # neighbouring frames must stay neighbours
-    assert data_lib.frame_shuffling(config.replace(**{"model.context_frames": 0}))
+    assert not config.shuffles_frames              # neighbouring frames must stay neighbours
+    assert config.replace(**{"model.context_frames": 0}).shuffles_frames
     model = build_generator(config)
     save_model(str(tmp_path / "m"), config, model)
     _, loaded = load_generator(str(tmp_path / "m"))
