@@ -11,7 +11,7 @@ from typing import Any
 
 from svsgan_tf.errors import ConfigError
 
-GENERATORS = ("encoder", "rnn")
+GENERATORS = ("encoder", "rnn", "unet")
 PHASES = ("pretrain", "gan")
 LOSSES = ("kl", "mse", "snr")           # G's supervised losses (losses.supervised_loss)
 TRAINING_TARGETS = ("magnitude", "phase_sensitive")   # what G estimates (data.target)
@@ -53,7 +53,9 @@ class ModelConfig:
 
     The generator maps mixture magnitude frames (batch, nb_frames, nb_channels * nb_bins) to a mask in
     [0, 1] of the same shape. `encoder` is the fully connected encoder-decoder of the paper's Fig. 1, applied to each
-    frame; `rnn` puts an LSTM between encoder and decoder (Fig. 4). The discriminator is an MLP over the
+    frame; `rnn` puts an LSTM between encoder and decoder (Fig. 4); `unet` (beyond the paper) is a
+    convolutional U-Net over the spectrogram as Spleeter's, with `unet_filters[i]` filters at depth i
+    (models.generator.UNetGenerator). The discriminator is an MLP over the
     candidate vocals frame joined with the mixture frame (Fig. 5).
 
     `max_frequency` (Hz) limits what the generator sees: only bins up to it enter the encoder (16 kHz,
@@ -84,11 +86,12 @@ class ModelConfig:
     bidirectional: bool = False
     decoder_units: tuple[int, ...] = (512,)
     discriminator_units: tuple[int, ...] = (512, 512, 512)
+    unet_filters: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
 
     def validate(self) -> None:
         _check(self.generator in GENERATORS, "model.generator", self.generator,
                f"unknown generator, expected one of {', '.join(GENERATORS)}")
-        for name in ("encoder_units", "decoder_units", "discriminator_units"):
+        for name in ("encoder_units", "decoder_units", "discriminator_units", "unet_filters"):
             units = getattr(self, name)
             _check(len(units) > 0 and all(isinstance(u, int) and u > 0 for u in units),
                    f"model.{name}", list(units), "must be a non-empty list of positive integers")

@@ -1,5 +1,8 @@
 """`python -m svsgan_tf.experiment`: the paper's comparison of Encoder, Encoder-GAN, RNN and RNN-GAN.
 
+`--generators` chooses which generators take part (the paper's two by default; `unet` adds the U-Net
+and the U-Net-GAN, beyond the paper).
+
 Each generator is pretrained with its supervised loss (train.loss: the KL divergence by default), then
 fine-tuned twice from that same start for the same number of steps with the same learning rate: once
 as the conditional GAN (adversarial + supervised loss) and once as its supervised-only twin (adversarial
@@ -24,8 +27,9 @@ from svsgan_tf import cli
 
 logger = logging.getLogger(__name__)
 
-MODELS = (("Encoder", "encoder", False), ("Encoder-GAN", "encoder", True),
-          ("RNN", "rnn", False), ("RNN-GAN", "rnn", True))
+# the label of each generator's supervised-only model; its GAN model is "<label>-GAN"
+GENERATOR_LABELS = {"encoder": "Encoder", "rnn": "RNN", "unet": "U-Net"}
+PAPER_GENERATORS = ("encoder", "rnn")
 # Five DSD100 test songs of five genres (the paper names none of its five), used when present.
 TABLE_SONGS = ("Al James - Schoolboy Facination", "Arise - Run Run Run", "Girls Under Glass - We Feel Alright",
                "Hollow Ground - Ill Fate", "Little Chicago's Finest - My Own")
@@ -46,7 +50,14 @@ class ExperimentSettings:
     seeds: int = 1
     seed: int = 0
     wiener: int = 0
+    generators: tuple[str, ...] = PAPER_GENERATORS
     overrides: dict = field(default_factory=dict)
+
+
+def models(generators) -> list[tuple[str, str, bool]]:
+    """(label, generator, with GAN) of every model of the experiment: each generator's supervised-only
+    twin, then its GAN model."""
+    return [(f"{GENERATOR_LABELS[g]}{'-GAN' if gan else ''}", g, gan) for g in generators for gan in (False, True)]
 
 
 def base_config(settings: ExperimentSettings):
@@ -86,19 +97,17 @@ def load_songs(config, settings: ExperimentSettings, quiet: bool = False):
 
 def train_models(config, tracks, validation, settings: ExperimentSettings, out_dir: str,
                  verbose) -> dict[str, str]:
-    """Train the four models; return {label: model directory}."""
+    """Train two models per generator of `settings.generators`; return {label: model directory}."""
     from svsgan_tf.training import train
 
     model_dirs = {}
-    for generator in ("encoder", "rnn"):
+    for generator in settings.generators:
         gen_config = config.replace(**{"model.generator": generator})
         logger.info("%s: %s pretraining, %d epochs", generator, config.train.loss, settings.pretrain_epochs)
         start = train(gen_config.replace(**{"train.pretrain_epochs": settings.pretrain_epochs,
                                             "train.gan_epochs": 0}),
                       os.path.join(out_dir, generator, "pretrain"), tracks, validation, verbose=verbose)
-        for label, name, gan in MODELS:
-            if name != generator:
-                continue
+        for label, name, gan in models([generator]):
             weight = settings.adversarial_weight if gan else 0.0
             logger.info("%s: fine-tuning %d epochs, adversarial weight %g", label, settings.finetune_epochs,
                         weight)
@@ -131,7 +140,8 @@ def _sdr(scores: dict, track: str, target: str = "vocals") -> float:
     return scores.get(track, {}).get(target, {}).get("SDR", float("nan"))
 
 
-def summary_tables(rows: dict[str, dict], songs, seeds: list[int], loss: str = "kl") -> tuple[str, dict]:
+def summary_tables(rows: dict[str, dict], songs, seeds: list[int], loss: str = "kl",
+                   generators=PAPER_GENERATORS) -> tuple[str, dict]:
     """Table 1 (vocals SDR per song, median and mean over all tracks) and the statistics behind it.
 
     Per model: each seed's median/mean over tracks, then mean and standard deviation over seeds; the
@@ -150,7 +160,7 @@ def summary_tables(rows: dict[str, dict], songs, seeds: list[int], loss: str = "
         runs = [rows[label]] if label in rows else [rows[f"{label}@seed{s}"] for s in seeds]
         return np.array([[_sdr(run, n) for n in names] for run in runs])       # (nb_runs, nb_tracks)
 
-    labels = ["Mixture", "Oracle"] + [m[0] for m in MODELS]
+    labels = ["Mixture", "Oracle"] + [m[0] for m in models(generators)]
     lines = ["| vocals SDR (dB) | " + " | ".join(f"Song{i + 1}" for i in range(len(shown)))
              + f" | Median ({len(names)}) | Mean ({len(names)}) |",
              "|---|" + "---|" * (len(shown) + 2)]
@@ -168,13 +178,25 @@ def summary_tables(rows: dict[str, dict], songs, seeds: list[int], loss: str = "
     lines.append("")
     lines.append(f"| GAN vs {loss.upper()}-only twin | mean Δ SDR (dB) | tracks better | Wilcoxon p |")
     lines.append("|---|---|---|---|")
-    for gan, twin in (("Encoder-GAN", "Encoder"), ("RNN-GAN", "RNN")):
+    for twin, gan in zip(labels[2::2], labels[3::2]):
         test = paired_comparison(np.nanmean(per_track(gan), axis=0), np.nanmean(per_track(twin), axis=0))
         stats["significance"][gan] = {k: test[k] for k in ("mean_delta", "p_value", "better", "tracks")}
         lines.append(f"| {gan} vs {twin} | {test['mean_delta']:+.3f} | {test['better']}/{test['tracks']} "
                      f"| {test['p_value']:.3g} |")
     legend = ", ".join(f"Song{i + 1} = {n}" for i, n in enumerate(shown))
     return "\n".join(lines) + f"\n\n{legend}\n", stats
+
+
+def parse_generators(text: str) -> tuple[str, ...]:
+    """"encoder,rnn" -> ("encoder", "rnn"); ConfigError naming the flag on an unknown or repeated name."""
+    from svsgan_tf.errors import ConfigError
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in GENERATOR_LABELS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ConfigError(f"--generators {text!r}: expected distinct names among "
+                          f"{', '.join(GENERATOR_LABELS)}")
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=defaults.seeds, help="seeds per model (default %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="first seed")
     parser.add_argument("--wiener", type=int, default=0, metavar="N", help="Wiener post-filter iterations")
+    parser.add_argument("--generators", default=",".join(defaults.generators), metavar="G[,G...]",
+                        help="generators to compare, each with its GAN model: encoder, rnn, unet "
+                             "(default %(default)s, the paper's)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any training config value (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
@@ -206,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                                   finetune_epochs=args.finetune_epochs, train_tracks=args.train_tracks,
                                   validation_tracks=args.validation_tracks, test_songs=args.test_songs,
                                   adversarial_weight=args.adversarial_weight, seeds=args.seeds, seed=args.seed,
-                                  wiener=args.wiener, overrides=cli.parse_overrides(args.set))
+                                  wiener=args.wiener, generators=parse_generators(args.generators),
+                                  overrides=cli.parse_overrides(args.set))
     config = base_config(settings).validate()
     cli.start_tensorflow(args.quiet)
     from svsgan_tf.io_utils import atomic_write_text
@@ -220,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         model_dirs[seed] = train_models(seed_config, training, validation, settings,
                                         os.path.join(args.out, f"seed{seed}"), 0 if args.quiet else 2)
     rows = evaluate_all(model_dirs, songs, settings.wiener, args.quiet)
-    table, stats = summary_tables(rows, songs, seeds, config.train.loss)
+    table, stats = summary_tables(rows, songs, seeds, config.train.loss, settings.generators)
     minutes = (time.time() - started) / 60
     atomic_write_text(os.path.join(args.out, "scores.json"), json.dumps(
         {"settings": asdict(settings), "models": model_dirs, "scores": rows, "statistics": stats},

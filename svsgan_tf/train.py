@@ -9,8 +9,9 @@ from svsgan_tf import cli
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m svsgan_tf.train", description=__doc__.split(":", 1)[1].strip())
-    parser.add_argument("--model", choices=None, default=None, metavar="{encoder,rnn}",
-                        help="generator: encoder (FC encoder-decoder) or rnn (encoder-LSTM-decoder)")
+    parser.add_argument("--model", choices=None, default=None, metavar="{encoder,rnn,unet}",
+                        help="generator: encoder (FC encoder-decoder), rnn (encoder-LSTM-decoder) or unet "
+                             "(convolutional U-Net as Spleeter's, beyond the paper)")
     parser.add_argument("--gan", action="store_true", help="add the conditional GAN phase after pretraining")
     parser.add_argument("--data", default=None, help="data source (default: the embedded synthetic set)")
     parser.add_argument("--epochs", type=int, default=None,

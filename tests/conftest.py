@@ -17,7 +17,7 @@ SHARED_DATA = os.path.abspath(os.path.join(ROOT, "..", "shared", "data"))
 TINY = {
     "stft.sample_rate": 8000, "stft.n_fft": 256, "stft.hop_length": 128,
     "model.encoder_units": [32, 16], "model.decoder_units": [32], "model.lstm_units": 16,
-    "model.discriminator_units": [32, 32, 32],
+    "model.discriminator_units": [32, 32, 32], "model.unet_filters": [4, 8, 16],
     "data.nb_tracks": 4, "data.validation_tracks": 1, "data.track_seconds": 2.0,
     "data.excerpt_frames": 16, "data.excerpts_per_track": 4, "data.shuffle_buffer": 256,
     "train.batch_size": 4, "train.pretrain_epochs": 1, "train.gan_epochs": 1,

@@ -125,6 +125,20 @@ def test_separate_rejects_a_missing_model_in_one_line(tmp_path):
                           str(tmp_path / "nope"), "not found")
 
 
+def test_experiment_generators_flag_names_each_model_and_rejects_unknown_names(tmp_path):
+    from svsgan_tf.errors import ConfigError
+    from svsgan_tf.experiment import models, parse_generators
+
+    assert parse_generators("encoder,rnn") == ("encoder", "rnn")
+    assert [m[0] for m in models(parse_generators("unet, encoder"))] == \
+        ["U-Net", "U-Net-GAN", "Encoder", "Encoder-GAN"]
+    for bad in ("", "encoder,encoder", "cnn"):
+        with pytest.raises(ConfigError, match="--generators"):
+            parse_generators(bad)
+    assert_one_line_error(run("svsgan_tf.experiment", "--out", tmp_path, "--generators", "encoder,lstm"),
+                          "--generators", "encoder,lstm")
+
+
 def test_experiment_prints_the_table_with_seeds_and_significance(tmp_path):
     skip = ("data.nb_tracks", "data.validation_tracks", "train.pretrain_epochs", "train.gan_epochs")
     flags = [item for key, value in TINY.items() if key not in skip

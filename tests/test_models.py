@@ -93,7 +93,7 @@ def test_adversarial_losses_match_log_formulas(rng):
     np.testing.assert_allclose(generator_adversarial_loss(fake).numpy(), -np.log(sig(fake)).mean(-1), rtol=1e-5)
 
 
-@pytest.mark.parametrize("generator", ["encoder", "rnn"])
+@pytest.mark.parametrize("generator", ["encoder", "rnn", "unet"])
 def test_generator_mask_in_unit_interval_and_shapes(generator, rng):
     config = tiny_config(**{"model.generator": generator})
     model = build_generator(config)
@@ -108,7 +108,7 @@ def test_encoder_is_frame_wise_and_rnn_has_temporal_context(rng):
     x = rng.uniform(0, 5, (1, 6, 129)).astype(np.float32)
     changed = x.copy()
     changed[0, 0] *= 3.0                                     # change the first frame only
-    for generator, context in (("encoder", False), ("rnn", True)):
+    for generator, context in (("encoder", False), ("rnn", True), ("unet", True)):
         model = build_generator(tiny_config(**{"model.generator": generator}))
         later_differs = not np.allclose(model(x).numpy()[0, 1:], model(changed).numpy()[0, 1:])
         assert later_differs == context, generator
@@ -144,11 +144,13 @@ def test_bins_below_matches_open_unmix_bandwidth_to_max_bin():
         assert stft.bins_below(None) == stft.nb_bins
 
 
-@pytest.mark.parametrize("generator", ["encoder", "rnn"])
+@pytest.mark.parametrize("generator", ["encoder", "rnn", "unet"])
 def test_generator_ignores_bins_above_max_frequency_but_masks_all(generator, rng):
     config = tiny_config(**{"model.generator": generator, "model.max_frequency": 2000.0})
     nb_bins, nb_input_bins = config.stft.nb_bins, config.stft.bins_below(2000.0)
     assert nb_input_bins == 65 < nb_bins                      # 8 kHz, 256-point FFT: bins of 31.25 Hz
+    if generator == "unet":                                   # the band rounded up to a multiple of 2^3
+        nb_input_bins = 72
     model = build_generator(config)
     assert tuple(model.input_mean.shape) == (nb_input_bins,)
     x = rng.uniform(0, 5, (2, 7, nb_bins)).astype(np.float32)
@@ -218,3 +220,62 @@ def test_context_encoder_trains_on_excerpts_and_survives_a_save_load(tmp_path, r
         tiny_config(**{"model.context_frames": 1, "model.encoder_units": [16]})
     with pytest.raises(ConfigError, match="data.shuffle_frames"):
         tiny_config(**{"model.context_frames": 1, "data.shuffle_frames": True})
+
+
+def test_unet_pads_to_its_strides_crops_back_and_extends_the_top_band_bin(rng):
+    config = tiny_config(**{"model.generator": "unet", "model.max_frequency": 2000.0,
+                            "model.nb_channels": 2})
+    model = build_generator(config)
+    nb_bins, nb_input_bins = config.stft.nb_bins, model.nb_input_bins
+    assert (model.multiple, nb_input_bins) == (8, 72)        # 3 levels of stride 2; 65 bins -> 72
+    for nb_frames in (1, 8, 13):                             # shorter than, equal to, not a multiple of 8
+        x = tf.constant(rng.uniform(0, 5, (2, nb_frames, 2 * nb_bins)).astype(np.float32))
+        mask = model(x).numpy()
+        assert mask.shape == (2, nb_frames, 2 * nb_bins) and 0.0 <= mask.min() and mask.max() <= 1.0
+        # (batch, nb_frames, 2 * nb_bins) -> (batch, nb_frames, 2, nb_bins): each channel's bins above
+        # the band repeat the band's top bin
+        channels = mask.reshape(2, nb_frames, 2, nb_bins)
+        np.testing.assert_array_equal(channels[..., nb_input_bins:],
+                                      np.repeat(channels[..., nb_input_bins - 1:nb_input_bins],
+                                                nb_bins - nb_input_bins, axis=-1))
+    # a frame's mask does not depend on frames more than a receptive field away
+    x = rng.uniform(0, 5, (1, 64, 2 * nb_bins)).astype(np.float32)
+    changed = x.copy()
+    changed[0, -1] *= 3.0
+    assert np.allclose(model(x).numpy()[0, :8], model(changed).numpy()[0, :8])
+    assert not np.allclose(model(x).numpy()[0, -8:], model(changed).numpy()[0, -8:])
+
+
+def test_unet_batch_norm_and_dropout_act_in_training_only_and_survive_a_save_load(tmp_path, rng):
+    from svsgan_tf.model_io import load_generator, save_model
+
+    config = tiny_config(**{"model.generator": "unet", "model.dropout": 0.5})
+    assert not config.shuffles_frames                        # it sees neighbouring frames
+    model = build_generator(config)
+    x = tf.constant(rng.uniform(0, 5, (2, 16, config.stft.nb_bins)).astype(np.float32))
+    np.testing.assert_array_equal(model(x, training=False).numpy(), model(x, training=False).numpy())
+    assert not np.allclose(model(x, training=True).numpy(), model(x, training=True).numpy())
+    moving_means = [v for v in model.non_trainable_variables if "moving_mean" in v.path]
+    assert len(moving_means) == 2 * len(config.model.unet_filters)
+    assert any(np.any(v.numpy() != 0) for v in moving_means)  # training calls updated the statistics
+    save_model(str(tmp_path / "m"), config, model)
+    _, loaded = load_generator(str(tmp_path / "m"))
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-6)
+    with pytest.raises(ConfigError, match="model.unet_filters"):
+        tiny_config(**{"model.generator": "unet", "model.unet_filters": []})
+
+
+def test_unet_upsampling_equals_keras_transposed_convolution_and_runs_with_unknown_frames(rng):
+    import keras
+
+    from svsgan_tf.models.generator import _Upsample
+
+    x = tf.constant(rng.normal(size=(3, 5, 6, 4)).astype(np.float32))
+    ours, reference = _Upsample(2, 5), keras.layers.Conv2DTranspose(2, 5, strides=2, padding="same")
+    reference(x)
+    ours(x)
+    ours.set_weights(reference.get_weights())
+    np.testing.assert_allclose(ours(x).numpy(), reference(x).numpy(), atol=1e-5)
+    # a training batch: batch size known, frame count not
+    upsample = tf.function(ours, input_signature=[tf.TensorSpec((3, None, 6, 4))])
+    assert upsample(x).shape == (3, 10, 12, 2)

@@ -25,7 +25,7 @@ def changed(before, model):
     return any(not np.array_equal(a, v.numpy()) for a, v in zip(before, model.trainable_variables))
 
 
-@pytest.mark.parametrize("generator", ["encoder", "rnn"])
+@pytest.mark.parametrize("generator", ["encoder", "rnn", "unet"])
 def test_phase_one_moves_only_g_and_phase_two_moves_both(generator):
     config = tiny_config(**{"model.generator": generator})
     mixture, vocals = tiny_batches(config, 1)[0]

@@ -1,10 +1,10 @@
 """Build generators and discriminators from a Config alone."""
 from __future__ import annotations
 
-from svsgan_tf.config import Config
+from svsgan_tf.config import GENERATORS, Config
 from svsgan_tf.errors import ConfigError
 from svsgan_tf.models.discriminator import Discriminator
-from svsgan_tf.models.generator import EncoderGenerator, MaskGenerator, RNNGenerator
+from svsgan_tf.models.generator import EncoderGenerator, MaskGenerator, RNNGenerator, UNetGenerator
 
 
 def build_generator(config: Config) -> MaskGenerator:
@@ -19,9 +19,15 @@ def build_generator(config: Config) -> MaskGenerator:
         generator = RNNGenerator(nb_bins, model.encoder_units, model.decoder_units, model.lstm_units,
                                  model.bidirectional, nb_input_bins, model.nb_channels, model.dropout,
                                  model.context_frames, name="generator")
+    elif model.generator == "unet":
+        # the band rounded up to a multiple of the U-Net's 2^depth, as far as the spectrum reaches
+        multiple = 2 ** len(model.unet_filters)
+        nb_unet_bins = min(nb_bins, -(-nb_input_bins // multiple) * multiple)
+        generator = UNetGenerator(nb_bins, model.unet_filters, nb_unet_bins, model.nb_channels,
+                                  model.dropout, name="generator")
     else:
         raise ConfigError(f"config: model.generator={model.generator!r} unknown generator, "
-                          "expected one of encoder, rnn")
+                          f"expected one of {', '.join(GENERATORS)}")
     generator.create_weights()
     return generator
 

@@ -1,4 +1,4 @@
-"""Mask generators: a per-frame fully connected encoder-decoder and an encoder-LSTM-decoder."""
+"""Mask generators: a per-frame fully connected encoder-decoder, an encoder-LSTM-decoder and a U-Net."""
 from __future__ import annotations
 
 import keras
@@ -16,45 +16,26 @@ class MaskGenerator(keras.Model):
     [0, 1], same shape.
 
     A frame holds `nb_channels` channels' `nb_bins` bins, channel-major (1: one channel, the paper's
-    model; 2: joint stereo, see ModelConfig). The encoder sees the first `nb_input_bins` bins of each
+    model; 2: joint stereo, see ModelConfig). The network sees the first `nb_input_bins` bins of each
     channel only (the band below model.max_frequency), compressed with log1p and standardised per bin
     with `input_mean` / `input_scale` (initialised from training data by `set_input_statistics`, then
     trained, as in Open-Unmix); the mask covers all bins. The vocals estimate is mask * mixture
-    magnitude; the accompaniment is (1 - mask) * mixture. With `dropout` > 0, that fraction of every
-    hidden layer's outputs (encoder, LSTM, decoder) is dropped in training.
-
-    With `context_frames` = k > 0, the second encoder layer is a convolution over time: it sees the
-    first layer's outputs of the frame itself and of the k frames before and after it (zero-padded at
-    the ends of the input), as in the DNN separators with context windows (Uhlich et al., 2015). The
-    first layer stays per frame, so the context costs (2k + 1) x encoder_units[0] x encoder_units[1]
-    weights rather than (2k + 1) x the input size.
+    magnitude; the accompaniment is (1 - mask) * mixture. `dropout` is the rate of the subclass's
+    dropout layers in training. Every subclass names its output layer `mask_layer` (train.balance
+    compares gradients at its kernel).
     """
 
-    def __init__(self, nb_bins: int, encoder_units=(512, 256), decoder_units=(512,),
-                 nb_input_bins: int | None = None, nb_channels: int = 1, dropout: float = 0.0,
-                 context_frames: int = 0, **kwargs):
+    def __init__(self, nb_bins: int, nb_input_bins: int | None = None, nb_channels: int = 1,
+                 dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        if context_frames and len(encoder_units) < 2:
-            raise ValueError("context_frames > 0 needs at least two encoder layers")
-        self.context_frames = int(context_frames)
         self.nb_bins = nb_bins
         self.nb_input_bins = nb_input_bins or nb_bins
         self.nb_channels = nb_channels
         self.dropout_rate = float(dropout)
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
-        self.encoder_units = tuple(encoder_units)
-        self.decoder_units = tuple(decoder_units)
         nb_inputs = nb_channels * self.nb_input_bins
         self.input_mean = self.add_weight(shape=(nb_inputs,), initializer="zeros", name="input_mean")
         self.input_scale = self.add_weight(shape=(nb_inputs,), initializer="ones", name="input_scale")
-        self.encoder = [
-            keras.layers.Conv1D(u, 2 * self.context_frames + 1, padding="same", activation="relu",
-                                name=f"encoder_{i}")
-            if i == 1 and self.context_frames else keras.layers.Dense(u, activation="relu", name=f"encoder_{i}")
-            for i, u in enumerate(self.encoder_units)]
-        self.decoder = [keras.layers.Dense(u, activation="relu", name=f"decoder_{i}")
-                        for i, u in enumerate(self.decoder_units)]
-        self.mask_layer = keras.layers.Dense(nb_channels * nb_bins, activation="sigmoid", name="mask")
 
     @property
     def nb_features(self) -> int:
@@ -85,6 +66,44 @@ class MaskGenerator(keras.Model):
             band = mixture_magnitude
         return (tf.math.log1p(band) - self.input_mean) * self.input_scale
 
+    def create_weights(self) -> None:
+        """Create every weight by calling the model on one zero frame."""
+        self(tf.zeros((1, 1, self.nb_features)))
+
+    def get_config(self):
+        return {"nb_bins": self.nb_bins, "nb_input_bins": self.nb_input_bins,
+                "nb_channels": self.nb_channels, "dropout": self.dropout_rate}
+
+
+class DenseMaskGenerator(MaskGenerator):
+    """Fully connected encoder and decoder layers shared by the paper's two generators; with `dropout`
+    > 0, that fraction of every hidden layer's outputs (encoder, LSTM, decoder) is dropped in training.
+
+    With `context_frames` = k > 0, the second encoder layer is a convolution over time: it sees the
+    first layer's outputs of the frame itself and of the k frames before and after it (zero-padded at
+    the ends of the input), as in the DNN separators with context windows (Uhlich et al., 2015). The
+    first layer stays per frame, so the context costs (2k + 1) x encoder_units[0] x encoder_units[1]
+    weights rather than (2k + 1) x the input size.
+    """
+
+    def __init__(self, nb_bins: int, encoder_units=(512, 256), decoder_units=(512,),
+                 nb_input_bins: int | None = None, nb_channels: int = 1, dropout: float = 0.0,
+                 context_frames: int = 0, **kwargs):
+        super().__init__(nb_bins, nb_input_bins, nb_channels, dropout, **kwargs)
+        if context_frames and len(encoder_units) < 2:
+            raise ValueError("context_frames > 0 needs at least two encoder layers")
+        self.context_frames = int(context_frames)
+        self.encoder_units = tuple(encoder_units)
+        self.decoder_units = tuple(decoder_units)
+        self.encoder = [
+            keras.layers.Conv1D(u, 2 * self.context_frames + 1, padding="same", activation="relu",
+                                name=f"encoder_{i}")
+            if i == 1 and self.context_frames else keras.layers.Dense(u, activation="relu", name=f"encoder_{i}")
+            for i, u in enumerate(self.encoder_units)]
+        self.decoder = [keras.layers.Dense(u, activation="relu", name=f"decoder_{i}")
+                        for i, u in enumerate(self.decoder_units)]
+        self.mask_layer = keras.layers.Dense(nb_channels * nb_bins, activation="sigmoid", name="mask")
+
     def encode(self, mixture_magnitude, training=False):
         """(batch, nb_frames, nb_features) -> (batch, nb_frames, encoder_units[-1]); with context_frames,
         each output frame depends on the 2 * context_frames + 1 input frames around it."""
@@ -100,18 +119,12 @@ class MaskGenerator(keras.Model):
             x = self.dropout(layer(x), training=training)
         return self.mask_layer(x)
 
-    def create_weights(self) -> None:
-        """Create every weight by calling the model on one zero frame."""
-        self(tf.zeros((1, 1, self.nb_features)))
-
     def get_config(self):
-        return {"nb_bins": self.nb_bins, "encoder_units": self.encoder_units,
-                "decoder_units": self.decoder_units, "nb_input_bins": self.nb_input_bins,
-                "nb_channels": self.nb_channels, "dropout": self.dropout_rate,
-                "context_frames": self.context_frames}
+        return {**super().get_config(), "encoder_units": self.encoder_units,
+                "decoder_units": self.decoder_units, "context_frames": self.context_frames}
 
 
-class EncoderGenerator(MaskGenerator):
+class EncoderGenerator(DenseMaskGenerator):
     """Fully connected encoder-decoder applied to each frame on its own (paper, Fig. 1)."""
 
     def call(self, mixture_magnitude, training=False):
@@ -119,7 +132,7 @@ class EncoderGenerator(MaskGenerator):
         return self.decode(self.encode(mixture_magnitude, training), training)
 
 
-class RNNGenerator(MaskGenerator):
+class RNNGenerator(DenseMaskGenerator):
     """Encoder, LSTM over frames, decoder (paper, Fig. 4).
 
     A unidirectional LSTM can run block by block: `call(..., initial_state=[h, c], return_state=True)`
@@ -156,3 +169,90 @@ class RNNGenerator(MaskGenerator):
     def get_config(self):
         return {**super().get_config(), "lstm_units": self.lstm_units,
                 "bidirectional": self.bidirectional}
+
+
+class _Upsample(keras.layers.Conv2DTranspose):
+    """A 'same' transposed convolution of stride 2 whose output is exactly twice its input's size.
+
+    Keras' own (3.x, TensorFlow backend) infers a wrong static output shape when the batch size is
+    known and the frame count is not, as in training batches of a tf.data pipeline, and the batch
+    normalisation after it then fails in the backward pass; this one takes the size from tf.shape.
+    """
+
+    def __init__(self, filters: int, kernel_size: int, **kwargs):
+        kwargs.setdefault("name", "upsample")         # the class's own default name is no valid scope
+        super().__init__(filters, kernel_size, strides=2, padding="same", **kwargs)
+
+    def call(self, inputs):
+        shape = tf.shape(inputs)                               # [batch, height, width, channels]
+        output_shape = tf.stack([shape[0], 2 * shape[1], 2 * shape[2], self.filters])
+        outputs = tf.nn.conv2d_transpose(inputs, self.kernel, output_shape, strides=2, padding="SAME")
+        return tf.nn.bias_add(outputs, self.bias)
+
+
+class UNetGenerator(MaskGenerator):
+    """Convolutional U-Net over the spectrogram as an image (nb_frames x bins x channels), the
+    architecture of Spleeter (Jansson et al., 2017, "Singing voice separation with deep U-Net
+    convolutional networks"), narrower: 5 x 5 convolutions of stride 2 with `filters[i]` filters, each
+    followed by batch normalisation and a leaky ReLU (slope 0.2); transposed convolutions back up, each
+    followed by batch normalisation and a ReLU and joined with the encoder's output of the same size; a
+    4 x 4 convolution (dilation 2) with a sigmoid gives one mask per channel. `dropout` applies to the
+    first three upsampling layers, as Spleeter's 0.5 does.
+
+    Its weights are shared across time and frequency, so it has far fewer weights per input than the
+    fully connected generators and sees about 2^len(filters) frames and bins around each point. The
+    input is padded with silent frames to a multiple of 2^len(filters) frames and cropped back; the band
+    it sees (`nb_input_bins`, set by the factory to a multiple of 2^len(filters) where the spectrum
+    allows) is padded the same way. Bins above the band take the mask of the band's top bin.
+    """
+
+    def __init__(self, nb_bins: int, filters=(8, 16, 32, 64, 128, 256), nb_input_bins: int | None = None,
+                 nb_channels: int = 1, dropout: float = 0.0, **kwargs):
+        super().__init__(nb_bins, nb_input_bins, nb_channels, dropout, **kwargs)
+        self.filters = tuple(filters)
+        self.multiple = 2 ** len(self.filters)
+        self.down = [keras.layers.Conv2D(f, 5, strides=2, padding="same", name=f"down_{i}")
+                     for i, f in enumerate(self.filters)]
+        self.down_norm = [keras.layers.BatchNormalization(name=f"down_norm_{i}")
+                          for i in range(len(self.filters))]
+        # up_i doubles the size back to that of down_{depth-2-i}'s output; the last one to the input's
+        up_filters = self.filters[-2::-1] + (self.filters[0],)
+        self.up = [_Upsample(f, 5, name=f"up_{i}") for i, f in enumerate(up_filters)]
+        self.up_norm = [keras.layers.BatchNormalization(name=f"up_norm_{i}") for i in range(len(up_filters))]
+        self.mask_layer = keras.layers.Conv2D(nb_channels, 4, dilation_rate=2, padding="same",
+                                              activation="sigmoid", name="mask")
+
+    def call(self, mixture_magnitude, training=False):
+        """(batch, nb_frames, nb_features) -> mask (batch, nb_frames, nb_features)."""
+        nb_frames = tf.shape(mixture_magnitude)[1]
+        pad_frames = (-nb_frames) % self.multiple
+        pad_bins = (-self.nb_input_bins) % self.multiple
+        # silent frames up to a multiple of 2^depth: (batch, nb_padded_frames, nb_features)
+        padded = tf.pad(mixture_magnitude, [[0, 0], [0, pad_frames], [0, 0]])
+        x = self.features(padded)                          # (batch, nb_padded_frames, nb_channels * nb_input_bins)
+        shape = tf.shape(x)
+        # (batch, nb_padded_frames, nb_channels * nb_input_bins) -> (batch, nb_padded_frames, nb_channels, nb_input_bins)
+        x = tf.reshape(x, [shape[0], shape[1], self.nb_channels, self.nb_input_bins])
+        x = tf.transpose(x, [0, 1, 3, 2])                  # (batch, nb_padded_frames, nb_input_bins, nb_channels)
+        x = tf.pad(x, [[0, 0], [0, 0], [0, pad_bins], [0, 0]])   # (batch, nb_padded_frames, nb_padded_bins, nb_channels)
+        skips = []
+        for conv, norm in zip(self.down, self.down_norm):  # each halves frames and bins
+            x = tf.nn.leaky_relu(norm(conv(x), training=training), alpha=0.2)
+            skips.append(x)
+        for i, (deconv, norm) in enumerate(zip(self.up, self.up_norm)):  # each doubles them
+            x = tf.nn.relu(norm(deconv(x), training=training))
+            if i < 3:
+                x = self.dropout(x, training=training)
+            if i + 2 <= len(skips):
+                x = tf.concat([x, skips[-(i + 2)]], axis=-1)
+        mask = self.mask_layer(x)                          # (batch, nb_padded_frames, nb_padded_bins, nb_channels)
+        mask = mask[:, :nb_frames, :self.nb_input_bins]    # (batch, nb_frames, nb_input_bins, nb_channels)
+        if self.nb_input_bins < self.nb_bins:
+            top = tf.repeat(mask[:, :, -1:], self.nb_bins - self.nb_input_bins, axis=2)
+            mask = tf.concat([mask, top], axis=2)          # (batch, nb_frames, nb_bins, nb_channels)
+        mask = tf.transpose(mask, [0, 1, 3, 2])            # (batch, nb_frames, nb_channels, nb_bins)
+        # (batch, nb_frames, nb_channels, nb_bins) -> (batch, nb_frames, nb_channels * nb_bins)
+        return tf.reshape(mask, [shape[0], nb_frames, self.nb_features])
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
