@@ -67,7 +67,10 @@ class ModelConfig:
     is separated on its own. 2 (joint stereo, as in Open-Unmix and Spleeter): a frame holds both
     channels' bins, channel-major, (batch, nb_frames, 2 * nb_bins), so the generator can use the
     inter-channel cues (vocals are mostly panned to the centre) and predicts one mask per channel; it
-    separates mono audio as two equal channels, and audio of more channels channel by channel.
+    separates mono audio as two equal channels, and audio of more channels channel by channel. With
+    `swap_average` (joint stereo only; off by default, so older models separate as before), the
+    Separator also runs the generator on the channels swapped and averages the two masks (swapped
+    back), a test-time augmentation that matches training's channel swaps.
 
     `dropout` is the fraction of every hidden layer's outputs in G dropped in training (0: none).
 
@@ -79,6 +82,7 @@ class ModelConfig:
     generator: str = "encoder"
     max_frequency: float | None = 16000.0
     nb_channels: int = 1
+    swap_average: bool = False
     dropout: float = 0.0
     context_frames: int = 0
     encoder_units: tuple[int, ...] = (512, 256)
@@ -98,6 +102,8 @@ class ModelConfig:
         _check(self.lstm_units > 0, "model.lstm_units", self.lstm_units, "must be > 0")
         _check(self.nb_channels in (1, 2), "model.nb_channels", self.nb_channels,
                "must be 1 (channel by channel) or 2 (joint stereo)")
+        _check(not self.swap_average or self.nb_channels == 2, "model.swap_average", self.swap_average,
+               "needs a joint-stereo generator (model.nb_channels=2)")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
         _check(self.context_frames >= 0, "model.context_frames", self.context_frames, "must be >= 0")
         _check(self.context_frames == 0 or len(self.encoder_units) >= 2, "model.context_frames",

@@ -72,11 +72,18 @@ class Separator(tf.Module):
                        lambda: self._dual_mono_mask(mixture_magnitude))
 
     def _joint_stereo_mask(self, magnitude: tf.Tensor) -> tf.Tensor:
-        """(2, nb_frames, nb_bins) -> (2, nb_frames, nb_bins) with a joint-stereo generator."""
+        """(2, nb_frames, nb_bins) -> (2, nb_frames, nb_bins) with a joint-stereo generator; with
+        model.swap_average, the mean of the masks of both channel orders."""
         nb_bins = self.generator.nb_bins
-        frames = join_channels(magnitude, 2, nb_bins)[None]              # (1, nb_frames, 2 * nb_bins)
-        mask = self.generator(frames, training=False)                    # (1, nb_frames, 2 * nb_bins)
-        return split_channels(mask[0], 2, nb_bins)                       # (2, nb_frames, nb_bins)
+        if not self.config.model.swap_average:
+            frames = join_channels(magnitude, 2, nb_bins)[None]          # (1, nb_frames, 2 * nb_bins)
+            mask = self.generator(frames, training=False)                # (1, nb_frames, 2 * nb_bins)
+            return split_channels(mask[0], 2, nb_bins)                   # (2, nb_frames, nb_bins)
+        # (2 orders, nb_frames, 2 * nb_bins): (left, right) and (right, left)
+        frames = tf.stack([join_channels(magnitude, 2, nb_bins), join_channels(magnitude[::-1], 2, nb_bins)])
+        mask = self.generator(frames, training=False)                    # (2 orders, nb_frames, 2 * nb_bins)
+        swapped_back = split_channels(mask[1], 2, nb_bins)[::-1]          # (2, nb_frames, nb_bins)
+        return 0.5 * (split_channels(mask[0], 2, nb_bins) + swapped_back)
 
     def _dual_mono_mask(self, magnitude: tf.Tensor) -> tf.Tensor:
         """(nb_channels, nb_frames, nb_bins) -> same shape, each channel separated as a stereo pair of

@@ -153,3 +153,31 @@ def test_export_of_a_stereo_model_equals_the_separator(stereo_run, tmp_path):
         local = separator.separate_waveform(tf.constant(np.ascontiguousarray(waveform)))
         for name in ("vocals", "accompaniment"):
             np.testing.assert_allclose(exported[name].numpy(), local[name].numpy(), atol=1e-5)
+
+
+def test_swap_average_is_the_mean_of_both_channel_orders_and_survives_export(stereo_run, tmp_path, rng):
+    from svsgan_tf.model_io import load_generator
+
+    config, generator = load_generator(stereo_run.model_dir)
+    plain = Separator(config, generator)
+    averaged = Separator(config.replace(**{"model.swap_average": True}), generator)
+    magnitude = rng.uniform(0, 5, (2, 9, config.stft.nb_bins)).astype(np.float32)
+    forward = numpy_joint_mask(generator, magnitude)
+    backward = numpy_joint_mask(generator, magnitude[::-1].copy())[::-1]        # swapped back
+    np.testing.assert_allclose(averaged.mask(tf.constant(magnitude)).numpy(), 0.5 * (forward + backward),
+                               atol=1e-6)
+    np.testing.assert_allclose(plain.mask(tf.constant(magnitude)).numpy(), forward, atol=1e-6)
+    assert not np.allclose(forward, backward, atol=1e-4)     # the two orders do differ
+    mono = magnitude[:1]                                     # mono: one channel as an equal pair, unchanged
+    np.testing.assert_allclose(averaged.mask(tf.constant(mono)).numpy(), plain.mask(tf.constant(mono)).numpy(),
+                               atol=1e-6)
+    # the setting travels with the model folder into the SavedModel
+    folder = str(tmp_path / "swap_model")
+    from svsgan_tf.model_io import save_model
+    save_model(folder, averaged.config, generator)
+    serve = tf.saved_model.load(export_model(folder, str(tmp_path / "export"))).signatures["serving_default"]
+    waveform = np.ascontiguousarray(make_track(6, duration=1.0, sample_rate=8000).mixture.T)
+    np.testing.assert_allclose(serve(waveform=tf.constant(waveform))["vocals"].numpy(),
+                               averaged.separate_waveform(tf.constant(waveform))["vocals"].numpy(), atol=1e-5)
+    with pytest.raises(ConfigError, match="model.swap_average"):
+        tiny_config(**{"model.swap_average": True})
