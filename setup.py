@@ -42,6 +42,7 @@ setup(
         "svsgan-evaluate=svsgan_tf.evaluate:run",
         "svsgan-compare=svsgan_tf.compare:run",
         "svsgan-export=svsgan_tf.export:run",
+        "svsgan-pack=svsgan_tf.pack:run",
         "svsgan-serve=serving.server:run",
         "svsgan-serving-client=serving.client:run",
         "svsgan-tune=tuning.search:run",

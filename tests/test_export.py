@@ -159,3 +159,32 @@ def test_help_does_not_start_tensorflow():
             "print('--version N' in out.getvalue(), 'tensorflow' in sys.modules)")
     result = run(sys.executable, "-c", code)
     assert result.stdout.split() == ["True", "False"], result.stderr
+
+
+def test_pack_keeps_g_only_halves_the_size_with_float16_and_separates_alike(tiny_model_dir, tmp_path):
+    import hashlib
+
+    from svsgan_tf.model_io import DISCRIMINATOR_FILE, GENERATOR_FILE, pack_model
+    from svsgan_tf.pack import mask_difference
+
+    def digest(folder):
+        return {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
+                for name in sorted(os.listdir(folder))}
+
+    before = digest(tiny_model_dir)
+    full, half = str(tmp_path / "full"), str(tmp_path / "half")
+    pack_model(tiny_model_dir, full)
+    result = run(tiny_model_dir, "--out", half, "--float16", "--quiet", module="svsgan_tf.pack")
+    assert result.returncode == 0, result.stderr
+    assert "float16" in result.stdout and "largest mask change" in result.stdout
+    assert digest(tiny_model_dir) == before                              # the source is never written
+    assert not os.path.exists(os.path.join(half, DISCRIMINATOR_FILE))
+    sizes = [os.path.getsize(os.path.join(d, GENERATOR_FILE)) for d in (full, half)]
+    nb_weights = sum(int(np.prod(v.shape)) for v in Separator.from_directory(full).generator.weights)
+    assert sizes[0] - sizes[1] >= 1.5 * nb_weights     # 2 bytes saved per weight, less the file overhead
+    assert mask_difference(tiny_model_dir, full) == 0.0
+    assert 0.0 < mask_difference(tiny_model_dir, half) < 1e-2             # rounding, no more
+    separator = Separator.from_directory(half)
+    assert all(v.dtype == "float32" for v in separator.generator.weights)
+    with pytest.raises(ConfigError, match="another folder"):
+        pack_model(full, full)
