@@ -31,7 +31,7 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["svsgan_tf", "svsgan_tf.*", "tuning", "tuning.*", "serving",
                                     "serving.*"]),
-    package_data={"svsgan_tf": ["pretrained/*"]},
+    package_data={"svsgan_tf": ["pretrained/*.*", "pretrained/members/*/*"]},   # an ensemble has members/
     python_requires=">=3.9,<3.13",
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest>=7"]},

@@ -5,6 +5,12 @@ Layout of a model directory::
     config.json                 the full Config; the model is rebuilt from it alone
     generator.weights.h5        G's weights
     discriminator.weights.h5    D's weights (absent for a generator-only model)
+
+An ensemble folder (written by `python -m svsgan_tf.pack A B ...`) separates with the mean mask of its
+members and cannot be trained further::
+
+    config.json                 the first member's Config: STFT, channels and Separator settings
+    members/<i>/                one generator-only model directory per member, i = 0, 1, ...
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 GENERATOR_FILE = "generator.weights.h5"
 DISCRIMINATOR_FILE = "discriminator.weights.h5"
+MEMBERS_DIR = "members"
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 
 
@@ -41,28 +48,57 @@ def save_model(path: str, config: Config, generator, discriminator=None,
     return path
 
 
-def pack_model(source: str, target: str, float16: bool = False) -> str:
-    """Write `target`, a model directory for distribution: `source`'s config.json and G's weights
-    (no discriminator), with every weight stored as float16 when `float16` (half the size; loading
-    casts them back to float32). Atomic like save_model; `source` is never written. Returns `target`."""
+def pack_model(sources: list[str], target: str, float16: bool = False) -> str:
+    """Write `target`, a model folder for distribution, from the model directories `sources`; return it.
+
+    One source: its config.json and G's weights (no discriminator). Several: an ensemble folder (see
+    the module docstring) with one such directory per source, in order. With `float16` every weight
+    is stored in half precision (half the size; loading casts them back to float32). Atomic like
+    save_model; no source is ever written.
+    """
+    if any(os.path.abspath(s) == os.path.abspath(target) for s in sources):
+        raise ConfigError(f"{target}: the packed model must go to another folder than its sources")
+    if not sources:
+        raise ConfigError("pack: no model directory given")
+    loaded = [load_generator(source) for source in sources]
+    if len(loaded) > 1:
+        ensemble_of(loaded, sources)                              # the members must fit together
+    with atomic_directory(target) as tmp:
+        loaded[0][0].save(os.path.join(tmp, CONFIG_FILE))
+        folders = [tmp] if len(loaded) == 1 else [os.path.join(tmp, MEMBERS_DIR, str(i)) for i in range(len(loaded))]
+        for folder, (config, generator) in zip(folders, loaded):
+            os.makedirs(folder, exist_ok=True)
+            config.save(os.path.join(folder, CONFIG_FILE))
+            _save_weights(generator, os.path.join(folder, GENERATOR_FILE), float16)
+    return target
+
+
+def ensemble_of(loaded: list, names: list[str]):
+    """(config, EnsembleGenerator) of [(config, generator), ...] loaded from the folders `names`:
+    the first member's config; ConfigError naming the member whose STFT or channel count differs."""
+    from svsgan_tf.models import EnsembleGenerator
+
+    first = loaded[0][0]
+    for name, (config, _) in zip(names, loaded):
+        if config.stft != first.stft or config.model.nb_channels != first.model.nb_channels:
+            raise ConfigError(f"{name}: its STFT or model.nb_channels differ from the first member's "
+                              f"({names[0]}); an ensemble's members must share them")
+    return first, EnsembleGenerator([generator for _, generator in loaded], name="ensemble")
+
+
+def _save_weights(generator, path: str, float16: bool) -> None:
+    """G's weights at `path`, float32 or (float16) every float32 weight in half precision."""
     import h5py
     import numpy as np
 
-    if os.path.abspath(source) == os.path.abspath(target):
-        raise ConfigError(f"{target}: the packed model must go to another folder than its source")
-    config, generator = load_generator(source)
-    with atomic_directory(target) as tmp:
-        config.save(os.path.join(tmp, CONFIG_FILE))
-        weights = os.path.join(tmp, GENERATOR_FILE)
-        if not float16:
-            generator.save_weights(weights)
-        else:
-            full = os.path.join(tmp, "float32." + GENERATOR_FILE)
-            generator.save_weights(full)
-            with h5py.File(full, "r") as source_file, h5py.File(weights, "w") as target_file:
-                _copy_h5(source_file, target_file, np.float16)
-            os.remove(full)
-    return target
+    if not float16:
+        generator.save_weights(path)
+        return
+    full = os.path.join(os.path.dirname(path), "float32." + os.path.basename(path))
+    generator.save_weights(full)
+    with h5py.File(full, "r") as source_file, h5py.File(path, "w") as target_file:
+        _copy_h5(source_file, target_file, np.float16)
+    os.remove(full)
 
 
 def _copy_h5(source, target, float_dtype) -> None:
@@ -96,9 +132,20 @@ def load_config(path: str) -> Config:
 
 def load_generator(path: str, config: Config | None = None):
     """Rebuild G from the directory's config (or from `config`, whose model must have the same weights,
-    e.g. another dropout rate) and load its weights. Returns (config, generator)."""
+    e.g. another dropout rate) and load its weights. Returns (config, generator). An ensemble folder
+    gives (its config, EnsembleGenerator); it takes no `config`, since it cannot be trained further."""
     from svsgan_tf.models import build_generator
 
+    members = os.path.join(path, MEMBERS_DIR)
+    if os.path.isdir(members):
+        if config is not None:
+            raise ConfigError(f"{path}: an ensemble separates but cannot be trained further or re-configured")
+        config = load_config(path)
+        names = sorted((n for n in os.listdir(members) if n.isdigit()), key=int)
+        if not names:
+            raise ConfigError(f"{members}: an ensemble folder without members")
+        folders = [os.path.join(members, n) for n in names]
+        return config, ensemble_of([load_generator(f) for f in folders], folders)[1]
     config = config or load_config(path)
     generator = build_generator(config)
     _load_weights(generator, os.path.join(path, GENERATOR_FILE), path)

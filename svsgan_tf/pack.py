@@ -1,9 +1,10 @@
-"""`python -m svsgan_tf.pack MODEL_DIR --out DIR [--float16]`: a model directory made for shipping.
+"""`python -m svsgan_tf.pack MODEL_DIR [MODEL_DIR ...] --out DIR [--float16]`: a model folder for shipping.
 
-It holds the model's config.json and G's weights only (no discriminator); with --float16 every weight is
-stored in half precision, half the size (loading casts them back to float32). It prints the size and
-the largest change of the mask that half precision makes on a second of noise, so the loss is measured,
-not assumed.
+From one model directory: its config.json and G's weights only (no discriminator). From several: an
+ensemble folder that separates with the mean of their masks (model_io). With --float16 every weight
+is stored in half precision, half the size (loading casts them back to float32). It prints the size
+and the largest change of the mask that half precision makes on a second of noise, so the loss is
+measured, not assumed.
 """
 from __future__ import annotations
 
@@ -15,23 +16,27 @@ from svsgan_tf import cli
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m svsgan_tf.pack", description=__doc__.split(":", 1)[1].strip())
-    parser.add_argument("model", help="model directory (config.json + generator weights)")
+    parser.add_argument("models", nargs="+", metavar="MODEL_DIR",
+                        help="model directories (config.json + generator weights); several make an ensemble")
     parser.add_argument("--out", required=True, help="folder to write (replaced atomically)")
     parser.add_argument("--float16", action="store_true", help="store the weights in half precision")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
     return parser
 
 
-def mask_difference(source: str, target: str, seconds: float = 1.0, seed: int = 0) -> float:
-    """Largest absolute difference between the two model directories' masks on `seconds` of stereo
-    white noise at the model's sample rate."""
+def mask_difference(sources: list[str], target: str, seconds: float = 1.0, seed: int = 0) -> float:
+    """Largest absolute difference between the masks of the models `sources` (their mean, for several)
+    and of the packed folder `target`, on `seconds` of stereo white noise at the model's sample rate."""
     import numpy as np
     import tensorflow as tf
 
+    from svsgan_tf.model_io import ensemble_of, load_generator
     from svsgan_tf.separator import Separator
     from svsgan_tf.spectral import stft
 
-    first, second = Separator.from_directory(source), Separator.from_directory(target)
+    loaded = [load_generator(source) for source in sources]
+    first = Separator(*(loaded[0] if len(loaded) == 1 else ensemble_of(loaded, sources)))
+    second = Separator.from_directory(target)
     stft_config = first.config.stft
     noise = np.random.default_rng(seed).normal(scale=0.1, size=(2, int(seconds * stft_config.sample_rate)))
     magnitude = tf.abs(stft(tf.constant(noise, tf.float32), stft_config.n_fft, stft_config.hop_length))
@@ -43,11 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     cli.start_tensorflow(args.quiet)
     from svsgan_tf.model_io import GENERATOR_FILE, pack_model
 
-    pack_model(args.model, args.out, args.float16)
-    size = os.path.getsize(os.path.join(args.out, GENERATOR_FILE)) / 1e6
-    print(f"packed {args.model} into {args.out}: {GENERATOR_FILE} {size:.1f} MB"
+    pack_model(args.models, args.out, args.float16)
+    size = sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(args.out)
+               for name in names if name == GENERATOR_FILE) / 1e6
+    what = f"an ensemble of {len(args.models)}" if len(args.models) > 1 else args.models[0]
+    print(f"packed {what} into {args.out}: weights {size:.1f} MB"
           f"{' (float16)' if args.float16 else ''}; largest mask change on noise "
-          f"{mask_difference(args.model, args.out):.2e}")
+          f"{mask_difference(args.models, args.out):.2e}")
     return 0
 
 

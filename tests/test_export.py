@@ -173,7 +173,7 @@ def test_pack_keeps_g_only_halves_the_size_with_float16_and_separates_alike(tiny
 
     before = digest(tiny_model_dir)
     full, half = str(tmp_path / "full"), str(tmp_path / "half")
-    pack_model(tiny_model_dir, full)
+    pack_model([tiny_model_dir], full)
     result = run(tiny_model_dir, "--out", half, "--float16", "--quiet", module="svsgan_tf.pack")
     assert result.returncode == 0, result.stderr
     assert "float16" in result.stdout and "largest mask change" in result.stdout
@@ -182,9 +182,42 @@ def test_pack_keeps_g_only_halves_the_size_with_float16_and_separates_alike(tiny
     sizes = [os.path.getsize(os.path.join(d, GENERATOR_FILE)) for d in (full, half)]
     nb_weights = sum(int(np.prod(v.shape)) for v in Separator.from_directory(full).generator.weights)
     assert sizes[0] - sizes[1] >= 1.5 * nb_weights     # 2 bytes saved per weight, less the file overhead
-    assert mask_difference(tiny_model_dir, full) == 0.0
-    assert 0.0 < mask_difference(tiny_model_dir, half) < 1e-2             # rounding, no more
+    assert mask_difference([tiny_model_dir], full) == 0.0
+    assert 0.0 < mask_difference([tiny_model_dir], half) < 1e-2             # rounding, no more
     separator = Separator.from_directory(half)
     assert all(v.dtype == "float32" for v in separator.generator.weights)
     with pytest.raises(ConfigError, match="another folder"):
-        pack_model(full, full)
+        pack_model([full], full)
+
+
+def test_an_ensemble_separates_with_the_mean_mask_exports_alike_and_cannot_be_trained(tiny_model_dir, tmp_path):
+    from svsgan_tf.model_io import load_generator, pack_model, save_model
+    from svsgan_tf.models import build_generator
+    from tests.conftest import tiny_config
+
+    other_config = tiny_config(**{"model.encoder_units": [24, 8], "train.seed": 5})
+    other = str(tmp_path / "other")
+    save_model(other, other_config, build_generator(other_config))
+    ensemble = str(tmp_path / "ensemble")
+    result = run(tiny_model_dir, other, "--out", ensemble, "--quiet", module="svsgan_tf.pack")
+    assert result.returncode == 0, result.stderr
+    assert "an ensemble of 2" in result.stdout
+    assert sorted(os.listdir(os.path.join(ensemble, "members"))) == ["0", "1"]
+    separator = Separator.from_directory(ensemble)
+    magnitude = tf.constant(np.random.default_rng(0).uniform(0, 5, (1, 7, 129)).astype(np.float32))
+    members = [Separator.from_directory(d).mask(magnitude).numpy() for d in (tiny_model_dir, other)]
+    np.testing.assert_allclose(separator.mask(magnitude).numpy(), np.mean(members, axis=0), atol=1e-6)
+    assert not np.allclose(members[0], members[1])
+    # the SavedModel of the ensemble separates as the Separator does
+    serve = tf.saved_model.load(export_model(ensemble, str(tmp_path / "export"))).signatures["serving_default"]
+    waveform = np.ascontiguousarray(make_track(3, duration=1.0, sample_rate=8000).mixture.T[:1])
+    np.testing.assert_allclose(serve(waveform=tf.constant(waveform))["vocals"].numpy(),
+                               separator.separate_waveform(tf.constant(waveform))["vocals"].numpy(), atol=1e-5)
+    with pytest.raises(ConfigError, match="cannot be trained"):
+        load_generator(ensemble, separator.config)
+    mismatched = str(tmp_path / "stereo")
+    stereo_config = tiny_config(**{"model.nb_channels": 2})
+    save_model(mismatched, stereo_config, build_generator(stereo_config))
+    with pytest.raises(ConfigError, match="nb_channels differ"):
+        pack_model([tiny_model_dir, mismatched], str(tmp_path / "bad"))
+    assert not os.path.exists(tmp_path / "bad")

@@ -1,4 +1,5 @@
-"""Mask generators: a per-frame fully connected encoder-decoder, an encoder-LSTM-decoder and a U-Net."""
+"""Mask generators: a per-frame fully connected encoder-decoder, an encoder-LSTM-decoder, a U-Net, and
+the ensemble that averages trained ones."""
 from __future__ import annotations
 
 import keras
@@ -256,3 +257,34 @@ class UNetGenerator(MaskGenerator):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters}
+
+
+class EnsembleGenerator(keras.Model):
+    """The mean of the masks of several trained generators, for separation only (built by
+    model_io from an ensemble folder, which `python -m svsgan_tf.pack A B ... --out DIR` writes).
+
+    (batch, nb_frames, nb_channels * nb_bins) -> mask in [0, 1], same shape. The members may differ in
+    architecture but must share nb_bins and nb_channels; each keeps its own input standardisation.
+    """
+
+    def __init__(self, members, **kwargs):
+        super().__init__(**kwargs)
+        members = list(members)
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        layouts = {(m.nb_bins, m.nb_channels) for m in members}
+        if len(layouts) != 1:
+            raise ValueError(f"ensemble members differ in (nb_bins, nb_channels): {sorted(layouts)}")
+        self.members = members
+        self.nb_bins, self.nb_channels = members[0].nb_bins, members[0].nb_channels
+        self.built = True                                  # the members' weights exist already
+
+    @property
+    def nb_features(self) -> int:
+        """Values per input frame: nb_channels * nb_bins."""
+        return self.nb_channels * self.nb_bins
+
+    def call(self, mixture_magnitude, training=False):
+        """(batch, nb_frames, nb_features) -> mean mask (batch, nb_frames, nb_features); members always
+        run in inference mode."""
+        return tf.add_n([m(mixture_magnitude, training=False) for m in self.members]) / len(self.members)
