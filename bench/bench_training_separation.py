@@ -35,8 +35,8 @@ def training_throughput(steps: int) -> list[dict]:
     from svsgan_tf.training import build_svsgan
 
     results = []
-    for generator, bidirectional, nb_channels in (("encoder", False, 1), ("rnn", False, 1), ("rnn", True, 1),
-                                                  ("rnn", True, 2)):
+    for generator, bidirectional, nb_channels in (("encoder", False, 1), ("encoder", False, 2), ("rnn", False, 1),
+                                                  ("rnn", True, 1), ("rnn", True, 2), ("unet", False, 2)):
         config = Config().replace(**{"model.generator": generator, "model.bidirectional": bidirectional,
                                      "model.nb_channels": nb_channels, "data.excerpt_frames": 64,
                                      "data.excerpts_per_track": 16})
