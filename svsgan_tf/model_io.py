@@ -56,16 +56,17 @@ def pack_model(sources: list[str], target: str, float16: bool = False) -> str:
     is stored in half precision (half the size; loading casts them back to float32). Atomic like
     save_model; no source is ever written.
     """
-    if any(os.path.abspath(s) == os.path.abspath(target) for s in sources):
-        raise ConfigError(f"{target}: the packed model must go to another folder than its sources")
     if not sources:
         raise ConfigError("pack: no model directory given")
+    if any(os.path.abspath(s) == os.path.abspath(target) for s in sources):
+        raise ConfigError(f"{target}: the packed model must go to another folder than its sources")
     loaded = [load_generator(source) for source in sources]
     if len(loaded) > 1:
         ensemble_of(loaded, sources)                              # the members must fit together
     with atomic_directory(target) as tmp:
         loaded[0][0].save(os.path.join(tmp, CONFIG_FILE))
-        folders = [tmp] if len(loaded) == 1 else [os.path.join(tmp, MEMBERS_DIR, str(i)) for i in range(len(loaded))]
+        folders = [tmp] if len(loaded) == 1 else [os.path.join(tmp, MEMBERS_DIR, str(i))
+                                                  for i in range(len(loaded))]
         for folder, (config, generator) in zip(folders, loaded):
             os.makedirs(folder, exist_ok=True)
             config.save(os.path.join(folder, CONFIG_FILE))

@@ -224,18 +224,22 @@ class UNetGenerator(MaskGenerator):
                                               activation="sigmoid", name="mask")
 
     def call(self, mixture_magnitude, training=False):
-        """(batch, nb_frames, nb_features) -> mask (batch, nb_frames, nb_features)."""
+        """(batch, nb_frames, nb_features) -> mask (batch, nb_frames, nb_features).
+
+        In the shape comments, T is nb_frames and F nb_input_bins, each padded up to a multiple of
+        2^depth; C is nb_channels.
+        """
         nb_frames = tf.shape(mixture_magnitude)[1]
         pad_frames = (-nb_frames) % self.multiple
         pad_bins = (-self.nb_input_bins) % self.multiple
-        # silent frames up to a multiple of 2^depth: (batch, nb_padded_frames, nb_features)
+        # silent frames up to a multiple of 2^depth: (batch, T, nb_features)
         padded = tf.pad(mixture_magnitude, [[0, 0], [0, pad_frames], [0, 0]])
-        x = self.features(padded)                          # (batch, nb_padded_frames, nb_channels * nb_input_bins)
+        x = self.features(padded)                          # (batch, T, C * nb_input_bins)
         shape = tf.shape(x)
-        # (batch, nb_padded_frames, nb_channels * nb_input_bins) -> (batch, nb_padded_frames, nb_channels, nb_input_bins)
+        # (batch, T, C * nb_input_bins) -> (batch, T, C, nb_input_bins)
         x = tf.reshape(x, [shape[0], shape[1], self.nb_channels, self.nb_input_bins])
-        x = tf.transpose(x, [0, 1, 3, 2])                  # (batch, nb_padded_frames, nb_input_bins, nb_channels)
-        x = tf.pad(x, [[0, 0], [0, 0], [0, pad_bins], [0, 0]])   # (batch, nb_padded_frames, nb_padded_bins, nb_channels)
+        x = tf.transpose(x, [0, 1, 3, 2])                  # (batch, T, nb_input_bins, C)
+        x = tf.pad(x, [[0, 0], [0, 0], [0, pad_bins], [0, 0]])   # (batch, T, F, C)
         skips = []
         for conv, norm in zip(self.down, self.down_norm):  # each halves frames and bins
             x = tf.nn.leaky_relu(norm(conv(x), training=training), alpha=0.2)
@@ -246,7 +250,7 @@ class UNetGenerator(MaskGenerator):
                 x = self.dropout(x, training=training)
             if i + 2 <= len(skips):
                 x = tf.concat([x, skips[-(i + 2)]], axis=-1)
-        mask = self.mask_layer(x)                          # (batch, nb_padded_frames, nb_padded_bins, nb_channels)
+        mask = self.mask_layer(x)                          # (batch, T, F, C)
         mask = mask[:, :nb_frames, :self.nb_input_bins]    # (batch, nb_frames, nb_input_bins, nb_channels)
         if self.nb_input_bins < self.nb_bins:
             top = tf.repeat(mask[:, :, -1:], self.nb_bins - self.nb_input_bins, axis=2)
