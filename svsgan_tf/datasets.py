@@ -383,5 +383,8 @@ def materialize(tracks: list[Track], max_bytes: float = 4e9, quiet: bool = False
             skipped.append(str(err))
             logger.warning("skipping %s", err)
             continue
-        loaded.append(ArrayTrack(track.name, stems["vocals"], stems["accompaniment"], track.sample_rate))
+        # the track's own mixture: with true_mixture, the data set's mix (MUSDB's AAC mix stream, say),
+        # which differs from the sum of the stems
+        loaded.append(ArrayTrack(track.name, stems["vocals"], stems["accompaniment"], track.sample_rate,
+                                 stems["mixture"]))
     return loaded, skipped

@@ -30,6 +30,19 @@ def test_dsd100_layout(tmp_path, rng):
     assert track.name == "Test song" and loaded["vocals"].shape == (8000, 2)
 
 
+def test_materialized_tracks_keep_the_data_sets_own_mixture(tmp_path, rng):
+    stems = random_stems(rng, ("vocals", "bass", "drums", "other"))
+    write_stems(tmp_path / "Sources" / "Test" / "song", stems)
+    mix = 0.5 * sum(stems.values())                        # a mix that is not the sum of the stems
+    write_stems(tmp_path / "Mixtures" / "Test" / "song", {"mixture": mix})
+    report = load_dataset(str(tmp_path), "test", sample_rate=None, true_mixture=True)
+    (track,), skipped = materialize(report.tracks, quiet=True)
+    assert skipped == [] and isinstance(track, ArrayTrack)
+    np.testing.assert_allclose(track.load()["mixture"], mix, atol=1e-4)
+    (summed,), _ = materialize(load_dataset(str(tmp_path), "test", sample_rate=None).tracks, quiet=True)
+    np.testing.assert_allclose(summed.load()["mixture"], sum(stems.values()), atol=1e-3)
+
+
 def test_musdb_hq_layout_and_resampling(tmp_path, rng):
     stems = random_stems(rng, ("vocals", "bass", "drums", "other"), nb_samples=16000)
     write_stems(tmp_path / "train" / "Artist - Song", stems, rate=16000)
