@@ -48,21 +48,22 @@ def save_model(path: str, config: Config, generator, discriminator=None,
     return path
 
 
-def pack_model(sources: list[str], target: str, float16: bool = False) -> str:
-    """Write `target`, a model folder for distribution, from the model directories `sources`; return it.
+def pack_model(sources: list[str], target: str, float16: bool = False):
+    """Write `target`, a model folder for distribution, from the model directories `sources`.
 
     One source: its config.json and G's weights (no discriminator). Several: an ensemble folder (see
     the module docstring) with one such directory per source, in order. With `float16` every weight
     is stored in half precision (half the size; loading casts them back to float32). Atomic like
-    save_model; no source is ever written.
+    save_model; no source is ever written. Returns (config, generator) of the float32 model packed
+    (an EnsembleGenerator for several sources), to compare the packed folder against.
     """
     if not sources:
         raise ConfigError("pack: no model directory given")
     if any(os.path.abspath(s) == os.path.abspath(target) for s in sources):
         raise ConfigError(f"{target}: the packed model must go to another folder than its sources")
     loaded = [load_generator(source) for source in sources]
-    if len(loaded) > 1:
-        ensemble_of(loaded, sources)                              # the members must fit together
+    # the members must fit together before anything is written
+    packed = loaded[0] if len(loaded) == 1 else ensemble_of(loaded, sources)
     with atomic_directory(target) as tmp:
         loaded[0][0].save(os.path.join(tmp, CONFIG_FILE))
         folders = [tmp] if len(loaded) == 1 else [os.path.join(tmp, MEMBERS_DIR, str(i))
@@ -71,7 +72,7 @@ def pack_model(sources: list[str], target: str, float16: bool = False) -> str:
             os.makedirs(folder, exist_ok=True)
             config.save(os.path.join(folder, CONFIG_FILE))
             _save_weights(generator, os.path.join(folder, GENERATOR_FILE), float16)
-    return target
+    return packed
 
 
 def ensemble_of(loaded: list, names: list[str]):

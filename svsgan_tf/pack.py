@@ -24,19 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def mask_difference(sources: list[str], target: str, seconds: float = 1.0, seed: int = 0) -> float:
-    """Largest absolute difference between the masks of the models `sources` (their mean, for several)
-    and of the packed folder `target`, on `seconds` of stereo white noise at the model's sample rate."""
+def mask_difference(reference, target: str, seconds: float = 1.0, seed: int = 0) -> float:
+    """Largest absolute difference between the masks of `reference`, a (config, generator) pair such
+    as pack_model returns, and of the packed folder `target`, on `seconds` of stereo white noise at
+    the model's sample rate."""
     import numpy as np
     import tensorflow as tf
 
-    from svsgan_tf.model_io import ensemble_of, load_generator
     from svsgan_tf.separator import Separator
     from svsgan_tf.spectral import stft
 
-    loaded = [load_generator(source) for source in sources]
-    first = Separator(*(loaded[0] if len(loaded) == 1 else ensemble_of(loaded, sources)))
-    second = Separator.from_directory(target)
+    first, second = Separator(*reference), Separator.from_directory(target)
     stft_config = first.config.stft
     noise = np.random.default_rng(seed).normal(scale=0.1, size=(2, int(seconds * stft_config.sample_rate)))
     magnitude = tf.abs(stft(tf.constant(noise, tf.float32), stft_config.n_fft, stft_config.hop_length))
@@ -48,13 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     cli.start_tensorflow(args.quiet)
     from svsgan_tf.model_io import GENERATOR_FILE, pack_model
 
-    pack_model(args.models, args.out, args.float16)
+    reference = pack_model(args.models, args.out, args.float16)
     size = sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(args.out)
                for name in names if name == GENERATOR_FILE) / 1e6
     what = f"an ensemble of {len(args.models)}" if len(args.models) > 1 else args.models[0]
     print(f"packed {what} into {args.out}: weights {size:.1f} MB"
           f"{' (float16)' if args.float16 else ''}; largest mask change on noise "
-          f"{mask_difference(args.models, args.out):.2e}")
+          f"{mask_difference(reference, args.out):.2e}")
     return 0
 
 
