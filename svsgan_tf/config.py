@@ -259,6 +259,39 @@ class TrainConfig:
 
 
 @dataclass
+class SeparationConfig:
+    """How the Separator turns G's mask into stems; the defaults separate exactly as G was trained.
+
+    `hop_length` is the hop of the Separator's STFT (None: stft.hop_length, the hop G trained at). A
+    frame-wise generator (the encoder without context_frames) sees one frame at a time, whatever the
+    hop, so it can separate with a smaller hop than it trained with: each sample then lies under
+    n_fft / hop_length frames instead of two, and the overlap-add averages that many estimates.
+
+    `mask_smoothing` = k (odd) averages the mask over k consecutive frames, centred (the first and
+    last frame repeated at the edges): a frame-wise mask flickers from frame to frame, which is heard
+    as musical noise.
+
+    `mask_power` = a applies the vocals mask m as m^a / (m^a + (1 - m)^a): the vocals share of the two
+    estimates' magnitudes m|X| and (1 - m)|X|, each raised to the power a (Liutkus and Badeau's
+    generalised Wiener filter with fractional powers). 1: m itself; 2: the single-channel Wiener mask
+    of their power spectra; below 1 softens the mask towards 0.5, above 1 sharpens it.
+
+    Smoothing comes first, then the power, for either target; the accompaniment is 1 minus the result.
+    """
+
+    hop_length: int | None = None
+    mask_smoothing: int = 1
+    mask_power: float = 1.0
+
+    def validate(self) -> None:
+        _check(self.hop_length is None or (isinstance(self.hop_length, int) and self.hop_length > 0),
+               "separation.hop_length", self.hop_length, "must be > 0 or null (stft.hop_length)")
+        _check(self.mask_smoothing >= 1 and self.mask_smoothing % 2 == 1, "separation.mask_smoothing",
+               self.mask_smoothing, "must be an odd number of frames >= 1 (1: no smoothing)")
+        _check(0 < self.mask_power <= 8, "separation.mask_power", self.mask_power, "must be in (0, 8]")
+
+
+@dataclass
 class Config:
     """Everything needed to rebuild a model and repeat its training; saved beside every checkpoint."""
 
@@ -266,7 +299,15 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    separation: SeparationConfig = field(default_factory=SeparationConfig)
     git_commit: str = ""
+
+    @property
+    def separation_stft(self) -> STFTConfig:
+        """The STFT the Separator uses: stft with separation.hop_length, when set."""
+        if self.separation.hop_length is None:
+            return self.stft
+        return dataclasses.replace(self.stft, hop_length=self.separation.hop_length)
 
     @property
     def nb_features(self) -> int:
@@ -274,17 +315,32 @@ class Config:
         return self.model.nb_channels * self.stft.nb_bins
 
     @property
+    def frame_wise(self) -> bool:
+        """Whether G's mask of a frame depends on that frame alone (the encoder without context)."""
+        return self.model.generator == "encoder" and self.model.context_frames == 0
+
+    @property
     def shuffles_frames(self) -> bool:
         """Whether training shuffles frames across excerpts: data.shuffle_frames, or by default for the
         frame-wise encoder only (not for one with model.context_frames, which needs neighbouring frames)."""
         if self.data.shuffle_frames is not None:
             return self.data.shuffle_frames
-        return self.model.generator == "encoder" and self.model.context_frames == 0
+        return self.frame_wise
 
     def validate(self) -> "Config":
         """Raise ConfigError on the first bad value; return self so calls can be chained."""
-        for section in (self.stft, self.model, self.data, self.train):
+        for section in (self.stft, self.model, self.data, self.train, self.separation):
             section.validate()
+        if self.separation.hop_length is not None:
+            try:
+                self.separation_stft.validate()
+            except ConfigError as err:
+                raise ConfigError(str(err).replace("stft.hop_length", "separation.hop_length")) from None
+            _check(self.separation.hop_length == self.stft.hop_length or self.frame_wise,
+                   "separation.hop_length", self.separation.hop_length,
+                   f"needs a frame-wise generator (model.generator=encoder, model.context_frames=0): "
+                   f"this one's mask depends on neighbouring frames, {self.stft.hop_length} samples apart "
+                   "in training")
         _check(not (self.model.context_frames and self.data.shuffle_frames), "data.shuffle_frames",
                self.data.shuffle_frames, "cannot be true with model.context_frames > 0 (the window needs "
                "neighbouring frames)")

@@ -69,7 +69,7 @@ def evaluate_tracks(tracks, separator=None, out_dir: str | None = None, quiet: b
     from svsgan_tf.io_utils import atomic_write_text
 
     result = EvaluationResult(scores={row: {} for row in rows})
-    stft = separator.config.stft if separator is not None else None
+    stft = separator.config.separation_stft if separator is not None else None
     n_fft, hop = (stft.n_fft, stft.hop_length) if stft else (2048, 1024)
     for track in tqdm(tracks, desc="evaluating", unit="track", disable=quiet):
         try:

@@ -25,7 +25,8 @@ Signatures (method tensorflow/serving/predict):
 ``model_info``
     inputs:  ``nb_samples``  int64 scalar, a waveform length.
     outputs: ``config_json`` string scalar (the model's Config); int64 scalars ``sample_rate``,
-             ``n_fft``, ``hop_length``, ``nb_bins``, ``min_samples`` (shortest accepted waveform) and
+             ``n_fft``, ``hop_length`` (the Separator's: separation.hop_length when set), ``nb_bins``,
+             ``min_samples`` (shortest accepted waveform) and
              ``nb_frames`` (frames of the STFT of a waveform of `nb_samples` samples).
 
 Bad inputs (too short, no channels, NaN/Inf, negative magnitudes) fail inside the graph with
@@ -88,7 +89,7 @@ def build_serving_module(separator):
     import tensorflow as tf
 
     config = separator.config
-    n_fft, hop, rate = config.stft.n_fft, config.stft.hop_length, config.stft.sample_rate
+    n_fft, hop, rate = config.stft.n_fft, config.separation_stft.hop_length, config.stft.sample_rate
     nb_bins = config.stft.nb_bins
     min_samples = separator.min_samples
 

@@ -48,12 +48,16 @@ def save_model(path: str, config: Config, generator, discriminator=None,
     return path
 
 
-def pack_model(sources: list[str], target: str, float16: bool = False):
+def pack_model(sources: list[str], target: str, precision: str = "float32",
+               separation: dict[str, object] | None = None):
     """Write `target`, a model folder for distribution, from the model directories `sources`.
 
     One source: its config.json and G's weights (no discriminator). Several: an ensemble folder (see
-    the module docstring) with one such directory per source, in order. With `float16` every weight
-    is stored in half precision (half the size; loading casts them back to float32). Atomic like
+    the module docstring) with one such directory per source, in order. `precision` is how the
+    weights are stored (WEIGHT_PRECISIONS, see `_save_weights`: float16 halves the size, int8
+    quarters it; loading turns them back to float32). `separation` overrides Separator settings of
+    the folder's config.json ({"separation.mask_power": 0.8}, say: keys in SEPARATOR_SETTINGS);
+    members keep the configs they trained with. Atomic like
     save_model; no source is ever written. Returns (config, generator) of the float32 model packed
     (an EnsembleGenerator for several sources), to compare the packed folder against.
     """
@@ -61,64 +65,119 @@ def pack_model(sources: list[str], target: str, float16: bool = False):
         raise ConfigError("pack: no model directory given")
     if any(os.path.abspath(s) == os.path.abspath(target) for s in sources):
         raise ConfigError(f"{target}: the packed model must go to another folder than its sources")
+    if precision not in WEIGHT_PRECISIONS:
+        raise ConfigError(f"pack: unknown precision {precision!r}, expected one of {', '.join(WEIGHT_PRECISIONS)}")
+    unknown = sorted(key for key in separation or {} if not _separator_setting(key))
+    if unknown:
+        raise ConfigError(f"pack: {unknown[0]} is not a Separator setting (separation.*, model.swap_average)")
     loaded = [load_generator(source) for source in sources]
+    config = loaded[0][0].replace(**(separation or {})).validate()
     # the members must fit together before anything is written
-    packed = loaded[0] if len(loaded) == 1 else ensemble_of(loaded, sources)
+    packed = (config, loaded[0][1]) if len(loaded) == 1 else ensemble_of(loaded, sources, config)
     with atomic_directory(target) as tmp:
-        loaded[0][0].save(os.path.join(tmp, CONFIG_FILE))
+        config.save(os.path.join(tmp, CONFIG_FILE))
         folders = [tmp] if len(loaded) == 1 else [os.path.join(tmp, MEMBERS_DIR, str(i))
                                                   for i in range(len(loaded))]
         for folder, (config, generator) in zip(folders, loaded):
             os.makedirs(folder, exist_ok=True)
             config.save(os.path.join(folder, CONFIG_FILE))
-            _save_weights(generator, os.path.join(folder, GENERATOR_FILE), float16)
+            _save_weights(generator, os.path.join(folder, GENERATOR_FILE), precision)
     return packed
 
 
-def ensemble_of(loaded: list, names: list[str]):
-    """(config, EnsembleGenerator) of [(config, generator), ...] loaded from the folders `names`:
-    the first member's config; ConfigError naming the member whose STFT or channel count differs."""
+def ensemble_of(loaded: list, names: list[str], config: Config | None = None):
+    """(config, EnsembleGenerator) of [(config, generator), ...] loaded from the folders `names`.
+
+    `config` is the ensemble's own (its Separator settings; default: the first member's). ConfigError
+    naming the member whose STFT or channel count differs from the first's, or that is not frame-wise
+    when `config` separates with another hop than the members trained at.
+    """
     from svsgan_tf.models import EnsembleGenerator
 
     first = loaded[0][0]
-    for name, (config, _) in zip(names, loaded):
-        if config.stft != first.stft or config.model.nb_channels != first.model.nb_channels:
+    config = config or first
+    for name, (member, _) in zip(names, loaded):
+        if member.stft != first.stft or member.model.nb_channels != first.model.nb_channels:
             raise ConfigError(f"{name}: its STFT or model.nb_channels differ from the first member's "
                               f"({names[0]}); an ensemble's members must share them")
-    return first, EnsembleGenerator([generator for _, generator in loaded], name="ensemble")
+        if config.separation_stft != member.stft and not member.frame_wise:
+            raise ConfigError(f"{name}: the ensemble separates with separation.hop_length="
+                              f"{config.separation.hop_length}, which needs frame-wise members "
+                              f"(model.generator=encoder, model.context_frames=0)")
+    return config, EnsembleGenerator([generator for _, generator in loaded], name="ensemble")
 
 
-def _save_weights(generator, path: str, float16: bool) -> None:
-    """G's weights at `path`, float32 or (float16) every float32 weight in half precision."""
+SEPARATOR_SETTINGS = ("separation.", "model.swap_average")
+
+
+def _separator_setting(key: str) -> bool:
+    """Whether a dotted config key changes how a trained model separates, not the model itself."""
+    return any(key == s or (s.endswith(".") and key.startswith(s)) for s in SEPARATOR_SETTINGS)
+
+
+WEIGHT_PRECISIONS = ("float32", "float16", "int8")
+INT8_SCALE = "int8_scale"          # attribute of an int8 dataset: float32 step per output unit (last axis)
+INT8_FILE = "int8_weights"         # attribute of a file whose matrices are stored as int8
+
+
+def _save_weights(generator, path: str, precision: str) -> None:
+    """G's weights at `path` in one of WEIGHT_PRECISIONS.
+
+    float16: every float32 weight in half precision. int8: every weight matrix as int8 with a
+    float32 step per output unit (symmetric, round to nearest, as TFLite's weight quantisation), the
+    vectors (biases, input statistics) in half precision; `_load_weights` turns them back to float32.
+    """
     import h5py
     import numpy as np
 
-    if not float16:
+    if precision == "float32":
         generator.save_weights(path)
         return
+
+    def reduce(values, attrs):
+        if values.dtype != np.float32:
+            return values, attrs
+        if precision == "float16" or values.ndim < 2:
+            return values.astype(np.float16), attrs
+        # (..., nb_units) -> the largest |w| of each unit maps to 127
+        step = np.max(np.abs(values), axis=tuple(range(values.ndim - 1))) / 127.0
+        step = np.where(step > 0, step, 1.0).astype(np.float32)
+        return np.round(values / step).astype(np.int8), {**attrs, INT8_SCALE: step}
+
     full = os.path.join(os.path.dirname(path), "float32." + os.path.basename(path))
     generator.save_weights(full)
     with h5py.File(full, "r") as source_file, h5py.File(path, "w") as target_file:
-        _copy_h5(source_file, target_file, np.float16)
+        _copy_h5(source_file, target_file, reduce)
+        if precision == "int8":
+            target_file.attrs[INT8_FILE] = True
     os.remove(full)
 
 
-def _copy_h5(source, target, float_dtype) -> None:
-    """Copy an h5py group into another, attributes included, float32 datasets cast to `float_dtype`
-    (a fresh file: HDF5 does not give back the space of datasets replaced in place)."""
-    import h5py
+def _dequantize(values, attrs):
+    """(values, attributes) of a dataset `_save_weights` wrote in int8 -> float32 weights."""
     import numpy as np
+
+    if INT8_SCALE not in attrs:
+        return values, attrs
+    attrs = dict(attrs)
+    return values.astype(np.float32) * np.asarray(attrs.pop(INT8_SCALE), np.float32), attrs
+
+
+def _copy_h5(source, target, convert) -> None:
+    """Copy an h5py group into another, each dataset's values and attributes through
+    `convert(values, attrs) -> (values, attrs)` (into a fresh file: HDF5 does not give back the space
+    of datasets replaced in place)."""
+    import h5py
 
     for key, value in source.attrs.items():
         target.attrs[key] = value
     for name, item in source.items():
         if isinstance(item, h5py.Group):
-            _copy_h5(item, target.create_group(name), float_dtype)
+            _copy_h5(item, target.create_group(name), convert)
             continue
-        values = item[()]
-        copied = target.create_dataset(name, data=values.astype(float_dtype) if values.dtype == np.float32
-                                       else values)
-        for key, value in item.attrs.items():
+        values, attrs = convert(item[()], dict(item.attrs))
+        copied = target.create_dataset(name, data=values)
+        for key, value in attrs.items():
             copied.attrs[key] = value
 
 
@@ -147,7 +206,7 @@ def load_generator(path: str, config: Config | None = None):
         if not names:
             raise ConfigError(f"{members}: an ensemble folder without members")
         folders = [os.path.join(members, n) for n in names]
-        return config, ensemble_of([load_generator(f) for f in folders], folders)[1]
+        return ensemble_of([load_generator(f) for f in folders], folders, config)
     config = config or load_config(path)
     generator = build_generator(config)
     _load_weights(generator, os.path.join(path, GENERATOR_FILE), path)
@@ -175,10 +234,26 @@ def default_model_path() -> str:
 
 
 def _load_weights(model, weights: str, folder: str) -> None:
+    """Load a weights file of any of WEIGHT_PRECISIONS (Keras casts float16 itself; int8 files are
+    turned back to float32 in a temporary copy first)."""
+    import tempfile
+
+    import h5py
+
     if not os.path.isfile(weights):
         raise ConfigError(f"{folder}: not a model directory (no {os.path.basename(weights)})")
     try:
-        model.load_weights(weights)
+        with h5py.File(weights, "r") as source_file:
+            quantized = bool(source_file.attrs.get(INT8_FILE, False))
+        if not quantized:
+            model.load_weights(weights)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            restored = os.path.join(tmp, os.path.basename(weights))
+            with h5py.File(weights, "r") as source_file, h5py.File(restored, "w") as target_file:
+                _copy_h5(source_file, target_file, _dequantize)
+                del target_file.attrs[INT8_FILE]
+            model.load_weights(restored)
     except (ValueError, OSError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"{weights}: weights do not fit the model of config.json ({first})") from None

@@ -1,10 +1,12 @@
-"""`python -m svsgan_tf.pack MODEL_DIR [MODEL_DIR ...] --out DIR [--float16]`: a model folder for shipping.
+"""`python -m svsgan_tf.pack MODEL_DIR [MODEL_DIR ...] --out DIR [--float16|--int8] [--set KEY=VALUE]`: a model folder for shipping.
 
 From one model directory: its config.json and G's weights only (no discriminator). From several: an
-ensemble folder that separates with the mean of their masks (model_io). With --float16 every weight
-is stored in half precision, half the size (loading casts them back to float32). It prints the size
-and the largest change of the mask that half precision makes on a second of noise, so the loss is
-measured, not assumed.
+ensemble folder that separates with the mean of their masks (model_io). --set changes how the folder
+separates (the config's `separation` section and model.swap_average), never the weights. With
+--float16 every weight is stored in half precision, half the size; with --int8 every weight matrix
+is stored as int8 with a float32 step per unit, a quarter of the size (loading turns both back to
+float32). It prints the size and the largest change of the mask that the precision makes on a second
+of noise, so the loss is measured, not assumed.
 """
 from __future__ import annotations
 
@@ -19,7 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("models", nargs="+", metavar="MODEL_DIR",
                         help="model directories (config.json + generator weights); several make an ensemble")
     parser.add_argument("--out", required=True, help="folder to write (replaced atomically)")
-    parser.add_argument("--float16", action="store_true", help="store the weights in half precision")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--float16", action="store_true", help="store the weights in half precision")
+    precision.add_argument("--int8", action="store_true",
+                           help="store each weight matrix as int8 with a float32 step per unit (a quarter "
+                                "of the size), vectors in half precision")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a Separator setting of the packed folder (separation.hop_length, "
+                             "separation.mask_smoothing, separation.mask_power, model.swap_average; repeatable)")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
     return parser
 
@@ -46,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     cli.start_tensorflow(args.quiet)
     from svsgan_tf.model_io import GENERATOR_FILE, pack_model
 
-    reference = pack_model(args.models, args.out, args.float16)
+    precision = "int8" if args.int8 else "float16" if args.float16 else "float32"
+    reference = pack_model(args.models, args.out, precision, cli.parse_overrides(args.set))
     size = sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(args.out)
                for name in names if name == GENERATOR_FILE) / 1e6
     what = f"an ensemble of {len(args.models)}" if len(args.models) > 1 else args.models[0]
     print(f"packed {what} into {args.out}: weights {size:.1f} MB"
-          f"{' (float16)' if args.float16 else ''}; largest mask change on noise "
+          f"{'' if precision == 'float32' else f' ({precision})'}; largest mask change on noise "
           f"{mask_difference(reference, args.out):.2e}")
     return 0
 

@@ -59,17 +59,21 @@ class Separator(tf.Module):
         return self.config.stft.n_fft
 
     def mask(self, mixture_magnitude: tf.Tensor) -> tf.Tensor:
-        """(nb_channels, nb_frames, nb_bins) magnitude of one song -> vocals mask in [0, 1], same shape.
+        """(nb_channels, nb_frames, nb_bins) magnitude of one song -> vocals mask in [0, 1], same shape:
+        G's mask, then the config's separation.mask_smoothing and separation.mask_power.
 
         A channel-by-channel generator (model.nb_channels 1) takes the channels as its batch. A
         joint-stereo one (2) separates two channels jointly and any other channel count (mono
         included) channel by channel, each channel fed as both of its channels.
         """
         if self.generator.nb_channels == 1:
-            return self.generator(mixture_magnitude, training=False)
-        return tf.cond(tf.equal(tf.shape(mixture_magnitude)[0], 2),
-                       lambda: self._joint_stereo_mask(mixture_magnitude),
-                       lambda: self._dual_mono_mask(mixture_magnitude))
+            mask = self.generator(mixture_magnitude, training=False)
+        else:
+            mask = tf.cond(tf.equal(tf.shape(mixture_magnitude)[0], 2),
+                           lambda: self._joint_stereo_mask(mixture_magnitude),
+                           lambda: self._dual_mono_mask(mixture_magnitude))
+        settings = self.config.separation
+        return power_mask(smooth_mask(mask, settings.mask_smoothing), settings.mask_power)
 
     def _joint_stereo_mask(self, magnitude: tf.Tensor) -> tf.Tensor:
         """(2, nb_frames, nb_bins) -> (2, nb_frames, nb_bins) with a joint-stereo generator; with
@@ -117,7 +121,7 @@ class Separator(tf.Module):
         Returns:
             {"vocals": (nb_channels, nb_samples), "accompaniment": (nb_channels, nb_samples)} float32.
         """
-        n_fft, hop = self.config.stft.n_fft, self.config.stft.hop_length
+        n_fft, hop = self.config.stft.n_fft, self.config.separation_stft.hop_length
         nb_samples = tf.shape(waveform)[-1]
         spectrogram = stft(waveform, n_fft, hop)                  # (nb_channels, nb_frames, nb_bins)
         magnitude = tf.abs(spectrogram)
@@ -150,6 +154,33 @@ class Separator(tf.Module):
             return {name: result[name].numpy() for name in TARGETS}
 
         return separate_array(run, waveform, sample_rate, self.sample_rate, self.min_samples, source)
+
+
+def smooth_mask(mask: tf.Tensor, nb_frames: int) -> tf.Tensor:
+    """Mean of `mask` over `nb_frames` (odd) consecutive frames, centred, its first and last frame
+    repeated at the edges; 1 returns it unchanged.
+
+    Args:
+        mask: (nb_channels, nb_frames, nb_bins).
+    Returns:
+        the same shape.
+    """
+    if nb_frames == 1:
+        return mask
+    half = nb_frames // 2
+    # (nb_channels, half + nb_frames + half, nb_bins)
+    padded = tf.concat([tf.repeat(mask[:, :1], half, axis=1), mask, tf.repeat(mask[:, -1:], half, axis=1)], 1)
+    length = tf.shape(mask)[1]
+    return tf.add_n([padded[:, i:i + length] for i in range(nb_frames)]) / float(nb_frames)
+
+
+def power_mask(mask: tf.Tensor, power: float) -> tf.Tensor:
+    """m^power / (m^power + (1 - m)^power), the vocals share of the estimates m|X| and (1 - m)|X|
+    raised to `power`; 1 returns `mask` unchanged. Any shape; values in [0, 1]."""
+    if power == 1.0:
+        return mask
+    vocals, accompaniment = tf.pow(mask, power), tf.pow(1.0 - mask, power)
+    return vocals / (vocals + accompaniment)       # the sum is >= 2 * 0.5^power > 0
 
 
 def separate_array(separate_fn, waveform: np.ndarray, sample_rate: int | None, model_rate: int,

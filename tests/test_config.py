@@ -51,6 +51,10 @@ def test_optional_settings_take_null_and_others_do_not():
     ({"train.final_lr_fraction": 0.0}, "final_lr_fraction"),
     ({"train.loss": "l1"}, "unknown supervised loss"),
     ({"data.target": "complex"}, "unknown target"),
+    ({"separation.hop_length": 768}, "separation.hop_length=768 must divide n_fft"),
+    ({"separation.hop_length": 512, "model.generator": "rnn"}, "needs a frame-wise generator"),
+    ({"separation.mask_smoothing": 2}, "odd number of frames"),
+    ({"separation.mask_power": 0.0}, "separation.mask_power"),
 ])
 def test_bad_values_raise_one_line_errors(overrides, message):
     with pytest.raises(ConfigError) as err:

@@ -190,6 +190,39 @@ def test_pack_keeps_g_only_halves_the_size_with_float16_and_separates_alike(tiny
         pack_model([full], full)
 
 
+def test_pack_int8_stores_matrices_in_a_quarter_of_the_size_within_half_a_step(tiny_model_dir, tmp_path):
+    import h5py
+
+    from svsgan_tf.model_io import GENERATOR_FILE, pack_model
+    from svsgan_tf.pack import mask_difference
+
+    full, small = str(tmp_path / "full"), str(tmp_path / "int8")
+    reference = pack_model([tiny_model_dir], full)
+    result = run(tiny_model_dir, "--out", small, "--int8", "--quiet", module="svsgan_tf.pack")
+    assert result.returncode == 0, result.stderr
+    assert "(int8)" in result.stdout
+    with h5py.File(os.path.join(small, GENERATOR_FILE), "r") as handle:
+        stored = []
+        handle.visititems(lambda name, item: stored.append(item.dtype) if isinstance(item, h5py.Dataset) else None)
+    assert np.dtype("int8") in stored and np.dtype("float32") not in stored
+    original = Separator.from_directory(full).generator.weights
+    restored = Separator.from_directory(small).generator.weights
+    for before, after in zip(original, restored):
+        before, after = before.numpy(), after.numpy()
+        assert after.dtype == np.float32
+        if before.ndim == 2:       # int8: within half a step, the step being max |w| of the unit / 127
+            step = np.abs(before).max(axis=0) / 127
+            assert np.all(np.abs(after - before) <= step / 2 + 1e-7)
+        else:                      # vectors in half precision
+            np.testing.assert_allclose(after, before, rtol=1e-3, atol=1e-4)
+    matrices = sum(int(np.prod(w.shape)) for w in original if len(w.shape) == 2)
+    sizes = [os.path.getsize(os.path.join(d, GENERATOR_FILE)) for d in (full, small)]
+    assert sizes[0] - sizes[1] >= 2.5 * matrices       # 3 bytes saved per matrix weight, less the overhead
+    assert 0.0 < mask_difference(reference, small) < 5e-2
+    with pytest.raises(ConfigError, match="unknown precision"):
+        pack_model([full], str(tmp_path / "bad"), precision="int4")
+
+
 def test_an_ensemble_separates_with_the_mean_mask_exports_alike_and_cannot_be_trained(tiny_model_dir, tmp_path):
     from svsgan_tf.model_io import load_generator, pack_model, save_model
     from svsgan_tf.models import build_generator
@@ -221,3 +254,26 @@ def test_an_ensemble_separates_with_the_mean_mask_exports_alike_and_cannot_be_tr
     with pytest.raises(ConfigError, match="nb_channels differ"):
         pack_model([tiny_model_dir, mismatched], str(tmp_path / "bad"))
     assert not os.path.exists(tmp_path / "bad")
+
+
+def test_pack_sets_how_the_folder_separates_and_nothing_else(tiny_model_dir, tmp_path):
+    from svsgan_tf.model_io import load_config, pack_model, save_model
+    from svsgan_tf.models import build_generator
+    from tests.conftest import tiny_config
+
+    ensemble = str(tmp_path / "ensemble")
+    result = run(tiny_model_dir, tiny_model_dir, "--out", ensemble, "--quiet", "--set", "separation.hop_length=64",
+                 "--set", "separation.mask_power=0.8", module="svsgan_tf.pack")
+    assert result.returncode == 0, result.stderr
+    packed = load_config(ensemble)
+    assert (packed.separation.hop_length, packed.separation.mask_power) == (64, 0.8)
+    assert load_config(os.path.join(ensemble, "members", "0")) == load_config(tiny_model_dir)   # as trained
+    assert Separator.from_directory(ensemble).config == packed
+    result = run(tiny_model_dir, "--out", str(tmp_path / "bad"), "--set", "train.seed=3", module="svsgan_tf.pack")
+    assert result.returncode == 2 and "train.seed is not a Separator setting" in result.stderr
+    rnn = str(tmp_path / "rnn")
+    rnn_config = tiny_config(**{"model.generator": "rnn"})
+    save_model(rnn, rnn_config, build_generator(rnn_config))
+    with pytest.raises(ConfigError, match="needs frame-wise members"):        # an RNN depends on the hop
+        pack_model([tiny_model_dir, rnn], str(tmp_path / "mixed"), separation={"separation.hop_length": 64})
+    assert not os.path.exists(tmp_path / "bad") and not os.path.exists(tmp_path / "mixed")

@@ -1,4 +1,5 @@
-"""The Separator: stems add up to the mixture, any channel count and rate, silence, Griffin-Lim."""
+"""The Separator: stems add up to the mixture, any channel count and rate, silence, Griffin-Lim, the
+separation settings (hop, mask smoothing and power)."""
 import numpy as np
 import pytest
 
@@ -84,3 +85,51 @@ def test_wiener_with_oracle_magnitudes_beats_the_mixture_phase_mask(rng):
     truth = track.vocals.T
     error = lambda spec: np.linalg.norm(istft(spec, truth.shape[1], 256, 128).numpy() - truth)
     assert error(filtered) < error(ratio)
+
+
+def test_mask_smoothing_and_power_follow_a_numpy_reference(separator, rng):
+    import tensorflow as tf
+
+    magnitude = tf.constant(rng.uniform(0, 5, (2, 7, separator.config.stft.nb_bins)).astype(np.float32))
+    plain = separator.mask(magnitude).numpy()                                # (2, 7, nb_bins)
+    settings = {"separation.mask_smoothing": 3, "separation.mask_power": 0.7}
+    shaped = Separator(separator.config.replace(**settings), separator.generator).mask(magnitude).numpy()
+    padded = np.concatenate([plain[:, :1], plain, plain[:, -1:]], axis=1)    # first and last frame repeated
+    smoothed = (padded[:, :-2] + padded[:, 1:-1] + padded[:, 2:]) / 3
+    expected = smoothed ** 0.7 / (smoothed ** 0.7 + (1 - smoothed) ** 0.7)
+    np.testing.assert_allclose(shaped, expected, atol=1e-5)
+    assert np.abs(shaped - plain).max() > 1e-3
+    track = make_track(5, duration=1.0, sample_rate=8000)                    # the stems still add up
+    stems = Separator(separator.config.replace(**settings), separator.generator).separate(track.mixture, 8000)
+    np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], track.mixture, atol=1e-4)
+
+
+def test_a_frame_wise_model_separates_with_a_smaller_hop(separator, tmp_path):
+    import tensorflow as tf
+
+    from svsgan_tf.export import export_model
+    from svsgan_tf.model_io import save_model
+    from svsgan_tf.spectral import stft
+
+    config = separator.config.replace(**{"separation.hop_length": 32})      # trained at 128, n_fft 256
+    assert config.separation_stft.hop_length == 32 and config.stft.hop_length == 128
+    finer = Separator(config, separator.generator)
+    track = make_track(7, duration=1.0, sample_rate=8000)
+    waveform = tf.constant(np.ascontiguousarray(track.mixture.T))
+    stems = finer.separate_waveform(waveform)
+    np.testing.assert_allclose((stems["vocals"] + stems["accompaniment"]).numpy(), track.mixture.T, atol=1e-4)
+    # the mask is G's on the frames of an STFT with hop 32: four times as many frames as with 128
+    spectrogram = stft(waveform, 256, 32)                                   # (2, nb_frames, 129)
+    mask = separator.generator(tf.abs(spectrogram), training=False)
+    expected = tf.signal.inverse_stft(tf.cast(mask, tf.complex64) * spectrogram, 256, 32, 256,
+                                      window_fn=tf.signal.inverse_stft_window_fn(32))[:, 224:224 + 8000]
+    np.testing.assert_allclose(stems["vocals"].numpy(), expected.numpy(), atol=1e-5)
+    assert not np.allclose(stems["vocals"].numpy(), separator.separate_waveform(waveform)["vocals"].numpy(),
+                           atol=1e-4)
+    # the export separates the same way and tells clients the hop it frames with
+    folder = str(tmp_path / "finer")
+    save_model(folder, config, separator.generator)
+    loaded = tf.saved_model.load(export_model(folder, str(tmp_path / "export")))
+    np.testing.assert_allclose(loaded.signatures["serving_default"](waveform=waveform)["vocals"].numpy(),
+                               stems["vocals"].numpy(), atol=1e-5)
+    assert int(loaded.signatures["model_info"](nb_samples=tf.constant(8000, tf.int64))["hop_length"]) == 32
