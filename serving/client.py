@@ -8,8 +8,9 @@ Long audio is cut into requests below --max_request_mb and joined back:
 
 * every chunk starts on a multiple of the STFT hop, so its frames are the frames of the whole file;
 * a chunk's output differs from one-shot separation only within `margin = n_fft` samples of its ends
-  (where its STFT frames reach past the chunk), plus `context_frames * hop_length` for an encoder with
-  a context window (model.context_frames), so consecutive chunks overlap by
+  (where its STFT frames reach past the chunk), plus `(context_frames + mask_smoothing // 2) * hop_length`
+  for an encoder with a context window (model.context_frames) or a mask smoothed over frames
+  (separation.mask_smoothing), so consecutive chunks overlap by
   `2 * margin + crossfade` samples and are crossfaded in the middle of that overlap, where both equal
   the one-shot result;
 * the crossfade is linear (gains adding up to 1), right for the two near-identical signals it joins;
@@ -231,8 +232,11 @@ class SeparationClient:
         """
         info = self.info()
         hop = info.hop_length
-        context_frames = json.loads(info.config_json).get("model", {}).get("context_frames", 0)
-        margin = info.n_fft + context_frames * hop                 # where a chunk's frames see past its ends
+        config = json.loads(info.config_json)
+        # frames whose mask depends on other frames: a context window, a smoothed mask
+        reach = (config.get("model", {}).get("context_frames", 0)
+                 + config.get("separation", {}).get("mask_smoothing", 1) // 2)
+        margin = info.n_fft + reach * hop                          # where a chunk's frames see past its ends
         crossfade = max(hop, int(round(self.crossfade_ms / 1000 * info.sample_rate / hop)) * hop)
         chunk = (self.max_request_bytes - REQUEST_OVERHEAD_BYTES) // (4 * nb_channels) // hop * hop
         if chunk < 2 * (margin + crossfade):

@@ -327,14 +327,14 @@ def test_client_cli_writes_the_stems_and_reports_bad_files(server, separator, tm
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
 
-def test_chunk_margin_grows_with_the_encoder_context_window():
+def test_chunk_margin_grows_with_the_encoder_context_window_and_the_mask_smoothing():
     import json
 
     from serving.client import ModelInfo
 
-    def margin(context_frames):
+    def margin(context_frames, mask_smoothing=1):
         client = SeparationClient("127.0.0.1:1", MODEL)          # no call is made: info is set below
-        config = {"model": {"context_frames": context_frames}}
+        config = {"model": {"context_frames": context_frames}, "separation": {"mask_smoothing": mask_smoothing}}
         client._info = ModelInfo(MODEL, 1, 8000, 256, 128, 256, json.dumps(config), ("serving_default",))
         try:
             return client.chunk_layout(2)[1]
@@ -343,3 +343,5 @@ def test_chunk_margin_grows_with_the_encoder_context_window():
 
     assert margin(0) == 256                                   # n_fft: where a chunk's frames reach past it
     assert margin(3) == 256 + 3 * 128                         # + the window's reach, in samples
+    assert margin(0, mask_smoothing=5) == 256 + 2 * 128       # + the smoothing's reach
+    assert margin(3, mask_smoothing=3) == 256 + 4 * 128
