@@ -56,10 +56,10 @@ def pack_model(sources: list[str], target: str, precision: str = "float32",
     the module docstring) with one such directory per source, in order. `precision` is how the
     weights are stored (WEIGHT_PRECISIONS, see `_save_weights`: float16 halves the size, int8
     quarters it; loading turns them back to float32). `separation` overrides Separator settings of
-    the folder's config.json ({"separation.mask_power": 0.8}, say: keys in SEPARATOR_SETTINGS);
-    members keep the configs they trained with. Atomic like
-    save_model; no source is ever written. Returns (config, generator) of the float32 model packed
-    (an EnsembleGenerator for several sources), to compare the packed folder against.
+    the folder's config.json ({"separation.mask_power": 0.8}, say: `separation.*` keys and
+    model.swap_average); members keep the configs they trained with. Atomic like save_model; no
+    source is ever written. Returns (config, generator) of the float32 model packed (an
+    EnsembleGenerator for several sources), to compare the packed folder against.
     """
     if not sources:
         raise ConfigError("pack: no model directory given")
@@ -78,9 +78,9 @@ def pack_model(sources: list[str], target: str, precision: str = "float32",
         config.save(os.path.join(tmp, CONFIG_FILE))
         folders = [tmp] if len(loaded) == 1 else [os.path.join(tmp, MEMBERS_DIR, str(i))
                                                   for i in range(len(loaded))]
-        for folder, (config, generator) in zip(folders, loaded):
+        for folder, (member_config, generator) in zip(folders, loaded):
             os.makedirs(folder, exist_ok=True)
-            config.save(os.path.join(folder, CONFIG_FILE))
+            member_config.save(os.path.join(folder, CONFIG_FILE))
             _save_weights(generator, os.path.join(folder, GENERATOR_FILE), precision)
     return packed
 
@@ -107,12 +107,9 @@ def ensemble_of(loaded: list, names: list[str], config: Config | None = None):
     return config, EnsembleGenerator([generator for _, generator in loaded], name="ensemble")
 
 
-SEPARATOR_SETTINGS = ("separation.", "model.swap_average")
-
-
 def _separator_setting(key: str) -> bool:
     """Whether a dotted config key changes how a trained model separates, not the model itself."""
-    return any(key == s or (s.endswith(".") and key.startswith(s)) for s in SEPARATOR_SETTINGS)
+    return key.startswith("separation.") or key == "model.swap_average"
 
 
 WEIGHT_PRECISIONS = ("float32", "float16", "int8")
