@@ -331,13 +331,12 @@ class Config:
         """Raise ConfigError on the first bad value; return self so calls can be chained."""
         for section in (self.stft, self.model, self.data, self.train, self.separation):
             section.validate()
-        if self.separation.hop_length is not None:
-            try:
-                self.separation_stft.validate()
-            except ConfigError as err:
-                raise ConfigError(str(err).replace("stft.hop_length", "separation.hop_length")) from None
-            _check(self.separation.hop_length == self.stft.hop_length or self.frame_wise,
-                   "separation.hop_length", self.separation.hop_length,
+        hop = self.separation.hop_length
+        if hop is not None:
+            _check(hop <= self.stft.n_fft // 2, "separation.hop_length", hop,
+                   "must be in (0, n_fft/2] for exact overlap-add")
+            _check(self.stft.n_fft % hop == 0, "separation.hop_length", hop, "must divide n_fft")
+            _check(hop == self.stft.hop_length or self.frame_wise, "separation.hop_length", hop,
                    f"needs a frame-wise generator (model.generator=encoder, model.context_frames=0): "
                    f"this one's mask depends on neighbouring frames, {self.stft.hop_length} samples apart "
                    "in training")
