@@ -12,6 +12,7 @@ from typing import Any
 from svsgan_tf.errors import ConfigError
 
 GENERATORS = ("encoder", "rnn", "unet")
+CHANNEL_BASES = ("left_right", "mid_side")   # what a joint-stereo generator's two channels are
 PHASES = ("pretrain", "gan")
 LOSSES = ("kl", "mse", "snr")           # G's supervised losses (losses.supervised_loss)
 TRAINING_TARGETS = ("magnitude", "phase_sensitive")   # what G estimates (data.target)
@@ -72,6 +73,15 @@ class ModelConfig:
     Separator also runs the generator on the channels swapped and averages the two masks (swapped
     back), a test-time augmentation that matches training's channel swaps.
 
+    `channel_basis` (joint stereo only) is what the two channels are. "left_right" (the default):
+    the left and right channels as recorded. "mid_side": mid (L + R) / 2 and side (L - R) / 2, both
+    for the generator's input and for the masks it predicts; the Separator turns stereo audio into
+    mid and side before its STFT and back after its inverse STFT. A centred voice lives in the mid
+    channel, and the side magnitude |L - R| shows where the channels differ in phase as well as in
+    level, a cue that left and right magnitudes alone do not carry. The basis is linear, so the
+    stems still sum to the mixture. Mid and side magnitudes do not change when the channels are
+    swapped, so swap_average has nothing to average and is refused with it.
+
     `dropout` is the fraction of every hidden layer's outputs in G dropped in training (0: none).
 
     `context_frames` = k gives the encoder temporal context: its second layer sees the first layer's
@@ -83,6 +93,7 @@ class ModelConfig:
     max_frequency: float | None = 16000.0
     nb_channels: int = 1
     swap_average: bool = False
+    channel_basis: str = "left_right"
     dropout: float = 0.0
     context_frames: int = 0
     encoder_units: tuple[int, ...] = (512, 256)
@@ -104,6 +115,12 @@ class ModelConfig:
                "must be 1 (channel by channel) or 2 (joint stereo)")
         _check(not self.swap_average or self.nb_channels == 2, "model.swap_average", self.swap_average,
                "needs a joint-stereo generator (model.nb_channels=2)")
+        _check(self.channel_basis in CHANNEL_BASES, "model.channel_basis", self.channel_basis,
+               f"expected one of {', '.join(CHANNEL_BASES)}")
+        _check(self.channel_basis == "left_right" or self.nb_channels == 2, "model.channel_basis",
+               self.channel_basis, "needs a joint-stereo generator (model.nb_channels=2)")
+        _check(self.channel_basis == "left_right" or not self.swap_average, "model.swap_average",
+               self.swap_average, "has nothing to average with model.channel_basis mid_side")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
         _check(self.context_frames >= 0, "model.context_frames", self.context_frames, "must be >= 0")
         _check(self.context_frames == 0 or len(self.encoder_units) >= 2, "model.context_frames",

@@ -134,12 +134,14 @@ def split_channels(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.map(lambda m, v: (tf.transpose(m), tf.transpose(v))).unbatch()
 
 
-def stereo_channels(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def stereo_channels(dataset: tf.data.Dataset, mid_side: bool = False) -> tf.data.Dataset:
     """Step 2 (joint-stereo models): (nb_samples, nb_channels) pairs -> (2, nb_samples) pairs; a mono
-    excerpt is duplicated into both channels (the data sets are checked to hold 1 or 2 channels)."""
+    excerpt is duplicated into both channels (the data sets are checked to hold 1 or 2 channels).
+    With `mid_side` (model.channel_basis), the pair becomes mid and side (`spectral.to_mid_side`)."""
     def stereo(waveform):
         waveform = tf.cond(tf.shape(waveform)[1] == 1, lambda: tf.tile(waveform, [1, 2]), lambda: waveform)
-        return tf.transpose(waveform)                                # (2, nb_samples)
+        waveform = tf.transpose(waveform)                            # (2, nb_samples)
+        return spectral.to_mid_side(waveform) if mid_side else waveform
     return dataset.map(lambda m, v: (stereo(m), stereo(v)))
 
 
@@ -168,7 +170,8 @@ def channel_examples(dataset: tf.data.Dataset, config: Config) -> tf.data.Datase
     target = config.data.target
     if config.model.nb_channels == 1:
         return to_magnitude(split_channels(dataset), config.stft, target)
-    return join_channels(to_magnitude(stereo_channels(dataset), config.stft, target), config.stft.nb_bins)
+    stereo = stereo_channels(dataset, mid_side=config.model.channel_basis == "mid_side")
+    return join_channels(to_magnitude(stereo, config.stft, target), config.stft.nb_bins)
 
 
 def examples_per_excerpt(track, config: Config) -> int:
