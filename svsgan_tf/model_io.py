@@ -89,7 +89,7 @@ def ensemble_of(loaded: list, names: list[str], config: Config | None = None):
     """(config, EnsembleGenerator) of [(config, generator), ...] loaded from the folders `names`.
 
     `config` is the ensemble's own (its Separator settings; default: the first member's). ConfigError
-    naming the member whose STFT or channel count differs from the first's, or that is not frame-wise
+    naming the member whose STFT, channel count or channel basis differs from the first's, or that is not frame-wise
     when `config` separates with another hop than the members trained at.
     """
     from svsgan_tf.models import EnsembleGenerator
@@ -97,9 +97,10 @@ def ensemble_of(loaded: list, names: list[str], config: Config | None = None):
     first = loaded[0][0]
     config = config or first
     for name, (member, _) in zip(names, loaded):
-        if member.stft != first.stft or member.model.nb_channels != first.model.nb_channels:
-            raise ConfigError(f"{name}: its STFT or model.nb_channels differ from the first member's "
-                              f"({names[0]}); an ensemble's members must share them")
+        if (member.stft != first.stft or member.model.nb_channels != first.model.nb_channels
+                or member.model.channel_basis != config.model.channel_basis):
+            raise ConfigError(f"{name}: its STFT, model.nb_channels or model.channel_basis differ from the "
+                              f"first member's ({names[0]}); an ensemble's members must share them")
         if config.separation_stft != member.stft and not member.frame_wise:
             raise ConfigError(f"{name}: the ensemble separates with separation.hop_length="
                               f"{config.separation.hop_length}, which needs frame-wise members "

@@ -65,7 +65,9 @@ class Separator(tf.Module):
 
         A channel-by-channel generator (model.nb_channels 1) takes the channels as its batch. A
         joint-stereo one (2) separates two channels jointly and any other channel count (mono
-        included) channel by channel, each channel fed as both of its channels.
+        included) channel by channel, each channel fed as both of its channels (model.channel_basis
+        left_right) or as the mid of a silent side (mid_side). With mid_side, two channels are the
+        mid and side magnitudes (`separate_waveform` turns stereo audio into them).
         """
         if self.generator.nb_channels == 1:
             mask = self.generator(mixture_magnitude, training=False)
