@@ -80,7 +80,8 @@ def pack_model(sources: list[str], target: str, precision: str = "float32",
                                                   for i in range(len(loaded))]
         for folder, (member_config, generator) in zip(folders, loaded):
             os.makedirs(folder, exist_ok=True)
-            member_config.save(os.path.join(folder, CONFIG_FILE))
+            if folder != tmp:                  # one source: its config, with the settings, is saved above
+                member_config.save(os.path.join(folder, CONFIG_FILE))
             _save_weights(generator, os.path.join(folder, GENERATOR_FILE), precision)
     return packed
 

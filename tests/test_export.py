@@ -274,6 +274,12 @@ def test_pack_sets_how_the_folder_separates_and_nothing_else(tiny_model_dir, tmp
     assert (packed.separation.hop_length, packed.separation.mask_power) == (64, 0.8)
     assert load_config(os.path.join(ensemble, "members", "0")) == load_config(tiny_model_dir)   # as trained
     assert Separator.from_directory(ensemble).config == packed
+    single = str(tmp_path / "single")                       # one source: the settings reach its config too
+    result = run(tiny_model_dir, "--out", single, "--quiet", "--set", "separation.mask_smoothing=3",
+                 module="svsgan_tf.pack")
+    assert result.returncode == 0, result.stderr
+    assert load_config(single) == load_config(tiny_model_dir).replace(**{"separation.mask_smoothing": 3})
+    assert "largest mask change on noise 0.00e+00" in result.stdout       # float32: the same mask
     result = run(tiny_model_dir, "--out", str(tmp_path / "bad"), "--set", "train.seed=3", module="svsgan_tf.pack")
     assert result.returncode == 2 and "train.seed is not a Separator setting" in result.stderr
     rnn = str(tmp_path / "rnn")
