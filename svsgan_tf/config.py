@@ -137,8 +137,9 @@ class DataConfig:
     subset is split into training and `validation_tracks` held-out songs. `extra_sources` are added to
     training only (e.g. MIR-1K). With `augment`, training excerpts mix stems of random tracks
     (`random_mix`), play each stem at a random speed in `speed_range` (pitch and tempo together; the
-    default [1, 1] leaves it alone), scale each stem by a gain in `gain_range` and swap channels
-    (`channel_swap`).
+    default [1, 1] leaves it alone), filter each stem with a random smooth equaliser of up to
+    +-`eq_db` dB (`data.random_eq`; the default 0 leaves it alone), scale each stem by a gain in
+    `gain_range` and swap channels (`channel_swap`).
 
     `target` is what G learns to estimate: the vocals' "magnitude" (the paper's), or their
     "phase_sensitive" magnitude |S| cos(angle S - angle X) clipped to [0, |X|], the part of the vocals
@@ -163,6 +164,7 @@ class DataConfig:
     random_mix: bool = True
     gain_range: tuple[float, ...] = (0.25, 1.25)
     speed_range: tuple[float, ...] = (1.0, 1.0)
+    eq_db: float = 0.0
     channel_swap: bool = True
     extra_sources: tuple[str, ...] = ()
     target: str = "magnitude"
@@ -185,6 +187,7 @@ class DataConfig:
                f"unknown target, expected one of {', '.join(TRAINING_TARGETS)}")
         _check(len(self.speed_range) == 2 and 0.5 <= self.speed_range[0] <= self.speed_range[1] <= 2.0,
                "data.speed_range", list(self.speed_range), "must be [low, high] with 0.5 <= low <= high <= 2")
+        _check(0.0 <= self.eq_db <= 24.0, "data.eq_db", self.eq_db, "must be in [0, 24] dB")
 
 
 @dataclass

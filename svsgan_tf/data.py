@@ -57,8 +57,9 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
     into consecutive excerpts (validation). Tracks shorter than an excerpt are zero-padded. With
     `augment` (training only), each excerpt takes its
     accompaniment from a random track (`random_mix`), plays each stem at a random speed
-    (`speed_range`, see `change_speed`), scales each stem by a random gain (`gain_range`) and swaps
-    stereo channels at random (`channel_swap`); the mixture is then the sum.
+    (`speed_range`, see `change_speed`), filters each stem with a random equaliser (`eq_db`, see
+    `random_eq`), scales each stem by a random gain (`gain_range`) and swaps stereo channels at
+    random (`channel_swap`); the mixture is then the sum.
     """
     rng = np.random.default_rng(seed)
     tracks = [readable(t) for t in tracks]
@@ -75,6 +76,8 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
             length = int(np.ceil(nb_samples * speed)) + 1
             start = min(start, max(0, track.nb_samples - length))     # a fast excerpt reads further: no silent tail
             audio = change_speed(track.read(start, length)[name], speed, nb_samples)
+        if augment is not None and augment.eq_db > 0:            # no draw when off: same excerpts as before
+            audio = random_eq(audio, rng.uniform(-augment.eq_db, augment.eq_db, EQ_OCTAVES))
         if augment is not None and augment.channel_swap and audio.shape[1] == 2 and rng.random() < 0.5:
             audio = audio[:, ::-1]
         if augment is not None:
@@ -113,6 +116,31 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
 
     spec = tf.TensorSpec((nb_samples, None), tf.float32)              # channel count may vary
     return tf.data.Dataset.from_generator(generate, output_signature=(spec, spec))
+
+
+EQ_OCTAVES = 10     # anchors of the random equaliser: Nyquist / 2^k, k = 0..9 (22 kHz down to 43 Hz at 44.1 kHz)
+
+
+def random_eq(audio: np.ndarray, gains_db: np.ndarray) -> np.ndarray:
+    """Filter `audio` with a smooth zero-phase equaliser: gain `gains_db[k]` dB at Nyquist / 2^k,
+    linear in dB between the anchors on a log-frequency axis, constant below the lowest.
+
+    A stem's timbre changes while its phase does not, so the phase-sensitive target stays exact.
+
+    Args:
+        audio: (nb_samples, nb_channels) float32.
+        gains_db: (EQ_OCTAVES,) gains in dB, the first at Nyquist.
+    Returns:
+        (nb_samples, nb_channels) float32.
+    """
+    nb_samples = audio.shape[0]
+    spectrum = np.fft.rfft(audio, axis=0)                                # (nb_samples // 2 + 1, nb_channels)
+    # position of each bin in octaves below Nyquist, 0 at Nyquist; the DC bin takes the lowest anchor
+    fraction = np.maximum(np.arange(spectrum.shape[0]) / (spectrum.shape[0] - 1), 1e-12)
+    octaves = np.minimum(-np.log2(fraction), len(gains_db) - 1)
+    gain_db = np.interp(octaves, np.arange(len(gains_db)), gains_db)    # (nb_samples // 2 + 1,)
+    filtered = spectrum * (10.0 ** (gain_db / 20.0))[:, None]
+    return np.fft.irfft(filtered, n=nb_samples, axis=0).astype(np.float32)
 
 
 def change_speed(audio: np.ndarray, speed: float, nb_samples: int) -> np.ndarray:
