@@ -329,6 +329,41 @@ def test_speed_augmentation_shifts_the_pitch_and_keeps_the_mixture_the_sum():
         tiny_config(**{"data.speed_range": [1.2, 1.1]})
 
 
+def test_random_eq_against_a_numpy_reference_and_in_the_pipeline():
+    from svsgan_tf.config import DataConfig
+    from svsgan_tf.datasets import ArrayTrack
+
+    rng = np.random.default_rng(0)
+    audio = rng.standard_normal((2000, 2)).astype(np.float32)
+    np.testing.assert_allclose(data_lib.random_eq(audio, np.zeros(data_lib.EQ_OCTAVES)), audio, atol=1e-5)
+    # a tone at Nyquist / 4 sits on anchor 2, a tone at Nyquist / 2^1.5 halfway between anchors 1 and 2
+    gains = np.zeros(data_lib.EQ_OCTAVES)
+    gains[1], gains[2] = -3.0, 6.0
+    n = 4096
+    for cycles_per_sample, expected_db in [(0.125, 6.0), (0.5 / 2 ** 1.5, 1.5)]:
+        bin_index = round(cycles_per_sample * n)                   # an exact FFT bin: no leakage
+        tone = np.cos(2 * np.pi * bin_index / n * np.arange(n))[:, None].astype(np.float32)
+        position = -np.log2(bin_index / (n // 2))                  # octaves below Nyquist
+        reference = np.interp(position, np.arange(data_lib.EQ_OCTAVES), gains)
+        assert abs(reference - expected_db) < 0.05
+        got = np.std(data_lib.random_eq(tone, gains)) / np.std(tone)
+        np.testing.assert_allclose(20 * np.log10(got), reference, atol=1e-3)
+    # in the pipeline: the vocals are filtered (their level changes) and the mixture stays the sum
+    t = np.arange(16000) / 8000
+    vocals = np.stack([np.sin(2 * np.pi * 440 * t)] * 2, 1).astype(np.float32)
+    accompaniment = rng.standard_normal((16000, 2)).astype(np.float32) * 0.1
+    track = ArrayTrack("tone", vocals, accompaniment, 8000)
+    def excerpts(eq_db):
+        augment = DataConfig(augment=True, random_mix=False, eq_db=eq_db)
+        return [(m.numpy(), v.numpy()) for m, v in
+                data_lib.waveform_excerpts([track], 4000, 3, seed=0, random=True, augment=augment)]
+    for (m0, v0), (m1, v1) in zip(excerpts(0.0), excerpts(6.0)):
+        assert abs(20 * np.log10(np.std(v1) / np.std(v0))) > 0.01
+        assert np.std(m1 - v1) > 0.01                              # the accompaniment is still in the mix
+    with pytest.raises(ConfigError, match="data.eq_db"):
+        tiny_config(**{"data.eq_db": -1.0})
+
+
 @pytest.mark.parametrize("interleave", [False, True])
 def test_interleaved_excerpts_cycle_through_the_tracks(interleave):
     from svsgan_tf.datasets import ArrayTrack
