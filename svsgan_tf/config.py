@@ -138,7 +138,7 @@ class DataConfig:
     training only (e.g. MIR-1K). With `augment`, training excerpts mix stems of random tracks
     (`random_mix`), play each stem at a random speed in `speed_range` (pitch and tempo together; the
     default [1, 1] leaves it alone), filter each stem with a random smooth equaliser of up to
-    +-`eq_db` dB (`data.random_eq`; the default 0 leaves it alone), scale each stem by a gain in
+    +-`eq_db` dB (`svsgan_tf.data.random_eq`; the default 0 leaves it alone), scale each stem by a gain in
     `gain_range` and swap channels (`channel_swap`).
 
     `target` is what G learns to estimate: the vocals' "magnitude" (the paper's), or their
