@@ -2,9 +2,9 @@
 
     python bench/bench_serving.py [--model DIR] [--concurrency 8] [--duration 60] [--clip-seconds 10]
 
-Exports the model (by default a default-size `encoder` generator, Config() defaults, with random
-weights: no pretrained model is shipped yet), starts `python -m serving.server` on 127.0.0.1, and runs
---concurrency client threads, each with its own channel and SeparationClient, sending one clip per
+Exports the model (by default the shipped pretrained model; in a checkout without one, a default-size
+`encoder` generator, Config() defaults, with random weights), starts `python -m serving.server` on
+127.0.0.1, and runs --concurrency client threads, each with its own channel and SeparationClient, sending one clip per
 request (10 s stereo at the model's rate: one request below the 4 MiB default) until --duration
 seconds or --max-requests requests. It reports requests per second, latency percentiles, errors and the
 server's resident memory at the start and end of the load in bench/bench_serving.json.
@@ -66,7 +66,7 @@ def random_model(folder: str) -> tuple[str, str]:
     path = save_model(os.path.join(folder, "model"), config, generator)
     return path, ("random weights (untrained), built by the benchmark from Config() defaults: "
                   f"{config.model.generator} generator, n_fft {config.stft.n_fft}, hop {config.stft.hop_length}, "
-                  f"{config.stft.sample_rate} Hz; no pretrained model is shipped yet")
+                  f"{config.stft.sample_rate} Hz; no pretrained model is shipped in this checkout")
 
 
 def wait_until_serving(process: subprocess.Popen, address: str, timeout: float = 300.0) -> None:
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python bench/bench_serving.py",
                                      description="Load benchmark of serving.server over loopback gRPC.")
     parser.add_argument("--model", default=None,
-                        help="model directory (default: a default-size encoder with random weights)")
+                        help="model directory (default: the shipped pretrained model)")
     parser.add_argument("--concurrency", type=int, default=8, help="client threads (default 8)")
     parser.add_argument("--duration", type=float, default=60.0, help=f"seconds of load (default 60, at most {MAX_DURATION_S:g})")
     parser.add_argument("--warmup", type=float, default=10.0,
@@ -198,12 +198,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from svsgan_tf.config import Config
     from svsgan_tf.export import export_model
-    from svsgan_tf.model_io import load_config
+    from svsgan_tf.model_io import PRETRAINED_DIR, load_config, load_generator
     from svsgan_tf.synthetic import make_track
 
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as scratch:
         if args.model:
             model_dir, model_text = args.model, f"{os.path.abspath(args.model)} (given with --model)"
+        elif os.path.isfile(os.path.join(PRETRAINED_DIR, "config.json")):
+            model_dir, model_text = PRETRAINED_DIR, "the shipped pretrained model (svsgan_tf/pretrained)"
         else:
             model_dir, model_text = random_model(scratch)
         config: Config = load_config(model_dir)
@@ -237,19 +239,15 @@ def main(argv: list[str] | None = None) -> int:
                 except subprocess.TimeoutExpired:
                     server.kill()
                     server.wait()
-        parameters = None
-        generator_weights = os.path.join(model_dir, "generator.weights.h5")
-        if os.path.isfile(generator_weights):
-            from svsgan_tf.model_io import load_generator
-
-            parameters = int(load_generator(model_dir)[1].count_params())
+        parameters = int(load_generator(model_dir)[1].count_params())    # an ensemble's members summed
+        random_weights = model_dir.startswith(scratch)
     rss = results.pop("server_rss_mb")
     rss["after_loading_model"] = round(rss_loaded, 1)
     rss["start_is"] = "after the warm-up, when the measured load begins"
     report = {
         "benchmark": "serving.server over loopback gRPC: concurrent SeparationClient threads, "
                      "serving_default signature, one request per clip",
-        "model": {"source": model_text, "random_weights": args.model is None,
+        "model": {"source": model_text, "random_weights": random_weights,
                   "generator": config.model.generator, "sample_rate": rate, "n_fft": config.stft.n_fft,
                   "hop_length": config.stft.hop_length, "generator_parameters": parameters},
         "load": {"concurrency": args.concurrency, "duration_s": args.duration, "warmup_s": args.warmup,
