@@ -4,10 +4,11 @@
 
 Exports the model (by default the shipped pretrained model; in a checkout without one, a default-size
 `encoder` generator, Config() defaults, with random weights), starts `python -m serving.server` on
-127.0.0.1, and runs --concurrency client threads, each with its own channel and SeparationClient, sending one clip per
-request (10 s stereo at the model's rate: one request below the 4 MiB default) until --duration
-seconds or --max-requests requests. It reports requests per second, latency percentiles, errors and the
-server's resident memory at the start and end of the load in bench/bench_serving.json.
+127.0.0.1, and runs --concurrency client threads, each with its own channel and SeparationClient,
+sending one clip per request (10 s stereo at the model's rate: one request below the 4 MiB default)
+until --duration seconds or --max-requests requests. It reports requests per second, latency
+percentiles, errors and the server's resident memory at the start and end of the load in
+bench/bench_serving.json.
 """
 from __future__ import annotations
 
@@ -202,12 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     from svsgan_tf.synthetic import make_track
 
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as scratch:
+        random_weights = False
         if args.model:
             model_dir, model_text = args.model, f"{os.path.abspath(args.model)} (given with --model)"
         elif os.path.isfile(os.path.join(PRETRAINED_DIR, "config.json")):
             model_dir, model_text = PRETRAINED_DIR, "the shipped pretrained model (svsgan_tf/pretrained)"
         else:
             model_dir, model_text = random_model(scratch)
+            random_weights = True
         config: Config = load_config(model_dir)
         base = os.path.join(scratch, "models", MODEL_NAME)
         export_model(model_dir, base)
@@ -240,7 +243,6 @@ def main(argv: list[str] | None = None) -> int:
                     server.kill()
                     server.wait()
         parameters = int(load_generator(model_dir)[1].count_params())    # an ensemble's members summed
-        random_weights = model_dir.startswith(scratch)
     rss = results.pop("server_rss_mb")
     rss["after_loading_model"] = round(rss_loaded, 1)
     rss["start_is"] = "after the warm-up, when the measured load begins"
