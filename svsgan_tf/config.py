@@ -15,6 +15,7 @@ GENERATORS = ("encoder", "rnn", "unet")
 CHANNEL_BASES = ("left_right", "mid_side")   # what a joint-stereo generator's two channels are
 PHASES = ("pretrain", "gan")
 LOSSES = ("kl", "mse", "snr")           # G's supervised losses (losses.supervised_loss)
+TARGETS = ("vocals", "accompaniment")                  # the stems every separator returns, in order
 TRAINING_TARGETS = ("magnitude", "phase_sensitive")   # what G estimates (data.target)
 
 

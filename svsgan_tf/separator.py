@@ -12,13 +12,14 @@ import numpy as np
 import tensorflow as tf
 
 from svsgan_tf.audio import check_waveform, resample
-from svsgan_tf.config import Config
+from svsgan_tf.chunking import (DEFAULT_CHUNK_SECONDS, DEFAULT_CROSSFADE_SECONDS, RECURRENT_WARMUP_FRAMES,
+                                ChunkJoiner, ChunkLayout, minimum_chunk, resample_margin, scaled_layout)
+from svsgan_tf.config import TARGETS, Config
 from svsgan_tf.spectral import (from_mid_side, griffin_lim, istft, join_channels, split_channels, stft,
                                 to_mid_side, unit_phase, wiener)
 
 logger = logging.getLogger(__name__)
 
-TARGETS = ("vocals", "accompaniment")
 
 
 class Separator(tf.Module):
@@ -31,10 +32,16 @@ class Separator(tf.Module):
             stem's phase with that many fast Griffin-Lim iterations, starting from the mixture phase.
         wiener_iterations: > 0 applies the multichannel Wiener post-filter with that many EM
             iterations to the masked estimates (channels are filtered jointly).
+        chunk_seconds: `separate` and `separate_stream` cut longer audio into chunks of about this
+            length (see svsgan_tf/chunking.py), so memory stays bounded; None: never cut. The result
+            equals one-shot separation to float rounding for models with a bounded context (encoder,
+            U-Net, mask smoothing, Griffin-Lim). An LSTM restarts each chunk
+            RECURRENT_WARMUP_FRAMES frames before the join, and the Wiener filter estimates its
+            spatial covariances per chunk, as Open-Unmix's `wiener_win_len` does.
     """
 
     def __init__(self, config: Config, generator, griffin_lim_iterations: int = 0, wiener_iterations: int = 0,
-                 name: str = "separator"):
+                 name: str = "separator", chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS):
         super().__init__(name=name)
         if griffin_lim_iterations < 0 or wiener_iterations < 0:
             raise ValueError("griffin_lim_iterations and wiener_iterations must be >= 0")
@@ -45,19 +52,57 @@ class Separator(tf.Module):
         self.griffin_lim_iterations = int(griffin_lim_iterations)
         self.wiener_iterations = int(wiener_iterations)
         self.sample_rate = config.stft.sample_rate
+        if chunk_seconds is not None and chunk_seconds <= 0:
+            raise ValueError("chunk_seconds must be > 0 (None: never cut)")
+        self.chunk_seconds = chunk_seconds
 
     @classmethod
-    def from_directory(cls, path: str, griffin_lim_iterations: int = 0, wiener_iterations: int = 0) -> "Separator":
+    def from_directory(cls, path: str, griffin_lim_iterations: int = 0, wiener_iterations: int = 0,
+                       chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS) -> "Separator":
         """A Separator for the model directory at `path` (see model_io)."""
         from svsgan_tf.model_io import load_generator
 
         config, generator = load_generator(path)
-        return cls(config, generator, griffin_lim_iterations, wiener_iterations)
+        return cls(config, generator, griffin_lim_iterations, wiener_iterations, chunk_seconds=chunk_seconds)
 
     @property
     def min_samples(self) -> int:
         """Shortest input accepted at the model's rate: one STFT frame."""
         return self.config.stft.n_fft
+
+    @property
+    def chunk_context(self) -> tuple[int, int]:
+        """(margin, align) in samples at the model's rate: how far the stems at a sample reach into the
+        audio around it, and the multiple that chunk starts keep so that a chunk's frames (and U-Net
+        blocks) are those of the whole input.
+
+        margin = n_fft (the frames over a sample) + the mask's reach in frames (the generator's
+        receptive field, RECURRENT_WARMUP_FRAMES for an LSTM, half the mask smoothing) x hop +
+        2 n_fft per Griffin-Lim iteration (each inverse STFT and STFT pair spreads it by that much).
+        """
+        n_fft, hop = self.config.stft.n_fft, self.config.separation_stft.hop_length
+        reach = self.generator.receptive_frames
+        reach = RECURRENT_WARMUP_FRAMES if reach is None else reach
+        reach += self.config.separation.mask_smoothing // 2
+        margin = n_fft + reach * hop + 2 * n_fft * self.griffin_lim_iterations
+        return margin, hop * self.generator.frame_multiple
+
+    def chunk_layout(self, nb_channels: int = 2) -> ChunkLayout:
+        """How `separate_stream` cuts audio at the model's rate: chunks of `chunk_seconds` (at least three
+        overlaps long, so that at most a third of the work is redone) on the `chunk_context` grid."""
+        margin, align = self.chunk_context
+        crossfade = max(align, int(round(DEFAULT_CROSSFADE_SECONDS * self.sample_rate / align)) * align)
+        if self.chunk_seconds is None:
+            return ChunkLayout(chunk=2 ** 62, margin=margin, crossfade=crossfade, align=align)
+        chunk = max(int(self.chunk_seconds * self.sample_rate), 3 * (2 * margin + crossfade),
+                    minimum_chunk(margin, crossfade, align))
+        return ChunkLayout(chunk=-(-chunk // align) * align, margin=margin, crossfade=crossfade, align=align)
+
+    def separate_chunk(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
+        """One call of `separate_waveform`: (nb_channels, nb_samples) float32 at the model's rate ->
+        {"vocals", "accompaniment"} NumPy arrays of the same shape."""
+        result = self.separate_waveform(tf.constant(waveform))
+        return {name: result[name].numpy() for name in TARGETS}
 
     def mask(self, mixture_magnitude: tf.Tensor) -> tf.Tensor:
         """(nb_channels, nb_frames, nb_bins) magnitude of one song -> vocals mask in [0, 1], same shape:
@@ -167,12 +212,10 @@ class Separator(tf.Module):
             source: name used in error messages.
         Returns:
             {"vocals", "accompaniment"}: arrays shaped like `waveform`, at its sample rate.
-        """
-        def run(model_audio: np.ndarray) -> dict[str, np.ndarray]:
-            result = self.separate_waveform(tf.constant(model_audio))
-            return {name: result[name].numpy() for name in TARGETS}
 
-        return separate_array(run, waveform, sample_rate, self.sample_rate, self.min_samples, source)
+        Audio longer than a chunk is separated in chunks (see `chunk_seconds`).
+        """
+        return separate_whole(self, waveform, sample_rate, source)
 
 
 def smooth_mask(mask: tf.Tensor, nb_frames: int) -> tf.Tensor:
@@ -200,6 +243,60 @@ def power_mask(mask: tf.Tensor, power: float) -> tf.Tensor:
         return mask
     vocals, accompaniment = tf.pow(mask, power), tf.pow(1.0 - mask, power)
     return vocals / (vocals + accompaniment)       # the sum is >= 2 * 0.5^power > 0
+
+
+def separate_whole(engine, waveform: np.ndarray, sample_rate: int | None,
+                   source: str = "<array>") -> dict[str, np.ndarray]:
+    """`separate_stream` over an in-memory waveform, joined: what `Separator.separate` and the TF Serving
+    client's `separate` return.
+
+    Args:
+        engine: a Separator or anything with its `sample_rate`, `min_samples`, `chunk_layout` and
+            `separate_chunk`.
+        waveform: (nb_samples, nb_channels) or (nb_samples,) float audio.
+        sample_rate: its rate (None: the engine's).
+    Returns:
+        {"vocals", "accompaniment"}: arrays shaped like `waveform`, at its sample rate.
+    """
+    mono = np.ndim(waveform) == 1
+    audio = np.asarray(waveform)
+    audio = audio[:, None] if mono else audio
+    if audio.ndim != 2:
+        check_waveform(audio, source)                       # the one-line error for a bad shape
+    blocks = list(separate_stream(engine, lambda start, stop: audio[start:stop], audio.shape[0],
+                                  audio.shape[1], sample_rate or engine.sample_rate, source))
+    stems = {name: np.concatenate([block[name] for block in blocks], axis=0) for name in TARGETS}
+    return {name: stem[:, 0] for name, stem in stems.items()} if mono else stems
+
+
+def separate_stream(engine, read, nb_samples: int, nb_channels: int, sample_rate: int,
+                    source: str = "<audio>"):
+    """Separate audio read piece by piece, yielding the stems as consecutive blocks.
+
+    Memory is bounded by one chunk of `engine.chunk_layout`, whatever the length: a 60-minute file
+    is read, separated and written a chunk at a time (python -m svsgan_tf.separate does).
+
+    Args:
+        engine: a Separator, or anything with its `sample_rate`, `min_samples`, `chunk_layout(nb_channels)`
+            and `separate_chunk` (the TF Serving client).
+        read: (start, stop) -> the input's samples [start, stop) as (stop - start, nb_channels) float.
+        nb_samples, nb_channels, sample_rate: the input's length, channels and rate.
+        source: the input's name in error messages (a chunk adds its sample range).
+    Yields:
+        {"vocals", "accompaniment"}: (nb_block_samples, nb_channels) float32 blocks at `sample_rate`
+        whose lengths add up to nb_samples.
+    """
+    model_rate = engine.sample_rate
+    layout = scaled_layout(engine.chunk_layout(nb_channels), sample_rate, model_rate,
+                           resample_margin(sample_rate, model_rate)).check()
+    plan = layout.plan(nb_samples)
+    joiners = {name: ChunkJoiner(plan, layout.margin, layout.crossfade) for name in TARGETS}
+    for start, stop in plan:
+        part = source if len(plan) == 1 else f"{source} [samples {start}:{stop}]"
+        audio = np.asarray(read(start, stop))
+        stems = separate_array(engine.separate_chunk, audio, sample_rate, model_rate, engine.min_samples, part)
+        yield {name: joiners[name].push(stems[name]) for name in TARGETS}
+    yield {name: joiners[name].finish() for name in TARGETS}
 
 
 def separate_array(separate_fn, waveform: np.ndarray, sample_rate: int | None, model_rate: int,

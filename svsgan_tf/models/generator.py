@@ -2,6 +2,8 @@
 the ensemble that averages trained ones."""
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -42,6 +44,16 @@ class MaskGenerator(keras.Model):
     def nb_features(self) -> int:
         """Values per input frame: nb_channels * nb_bins."""
         return self.nb_channels * self.nb_bins
+
+    @property
+    def receptive_frames(self) -> int | None:
+        """How many frames before and after a frame its mask depends on; None: unbounded (an LSTM)."""
+        return 0
+
+    @property
+    def frame_multiple(self) -> int:
+        """A block of frames starting on a multiple of this gives the masks of the whole input there."""
+        return 1
 
     def set_input_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
         """Set the per-bin standardisation from log1p-magnitude statistics of shape (nb_features,); the
@@ -105,6 +117,11 @@ class DenseMaskGenerator(MaskGenerator):
                         for i, u in enumerate(self.decoder_units)]
         self.mask_layer = keras.layers.Dense(nb_channels * nb_bins, activation="sigmoid", name="mask")
 
+    @property
+    def receptive_frames(self) -> int | None:
+        """The encoder's context window: `context_frames` on each side."""
+        return self.context_frames
+
     def encode(self, mixture_magnitude, training=False):
         """(batch, nb_frames, nb_features) -> (batch, nb_frames, encoder_units[-1]); with context_frames,
         each output frame depends on the 2 * context_frames + 1 input frames around it."""
@@ -151,6 +168,11 @@ class RNNGenerator(DenseMaskGenerator):
         lstm = keras.layers.LSTM(lstm_units, return_sequences=True, return_state=not bidirectional,
                                  name="lstm")
         self.lstm = keras.layers.Bidirectional(lstm, name="bilstm") if bidirectional else lstm
+
+    @property
+    def receptive_frames(self) -> int | None:
+        """None: the LSTM's state depends on every earlier frame (every frame, bidirectional)."""
+        return None
 
     def call(self, mixture_magnitude, training=False, initial_state=None, return_state=False):
         """(batch, nb_frames, nb_features) -> mask (batch, nb_frames, nb_features) [, [h, c]]."""
@@ -223,6 +245,18 @@ class UNetGenerator(MaskGenerator):
         self.mask_layer = keras.layers.Conv2D(nb_channels, 4, dilation_rate=2, padding="same",
                                               activation="sigmoid", name="mask")
 
+    @property
+    def receptive_frames(self) -> int | None:
+        """An upper bound of the frames on each side that reach a frame's mask: per level, the stride-2
+        5 x 5 convolution reaches 3 of its input's steps and the transposed one 2 of its output's, plus
+        the final dilated 4 x 4 convolution's 4 frames."""
+        return 5 * (self.multiple - 1) + 4
+
+    @property
+    def frame_multiple(self) -> int:
+        """2^depth: the stride-2 layers see the same frames only from a start on this grid."""
+        return self.multiple
+
     def call(self, mixture_magnitude, training=False):
         """(batch, nb_frames, nb_features) -> mask (batch, nb_frames, nb_features).
 
@@ -287,6 +321,17 @@ class EnsembleGenerator(keras.Model):
     def nb_features(self) -> int:
         """Values per input frame: nb_channels * nb_bins."""
         return self.nb_channels * self.nb_bins
+
+    @property
+    def receptive_frames(self) -> int | None:
+        """The widest member's (None if any member's is unbounded)."""
+        reaches = [m.receptive_frames for m in self.members]
+        return None if None in reaches else max(reaches)
+
+    @property
+    def frame_multiple(self) -> int:
+        """The least common multiple of the members'."""
+        return math.lcm(*(m.frame_multiple for m in self.members))
 
     def call(self, mixture_magnitude, training=False):
         """(batch, nb_frames, nb_features) -> mean mask (batch, nb_frames, nb_features); members always

@@ -1,0 +1,76 @@
+"""Chunked separation: the plan and gains, the streaming join, and chunked == one-shot for every generator."""
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from svsgan_tf.chunking import ChunkJoiner, ChunkLayout, chunk_weights, join_chunks, plan_chunks, scaled_layout
+
+
+def test_chunk_plan_and_crossfade_gains():
+    layout = ChunkLayout(chunk=2048, margin=256, crossfade=256, align=128).check()
+    plan = layout.plan(10_000)
+    assert plan[0][0] == 0 and plan[-1][1] == 10_000
+    assert all(start % 128 == 0 for start, _ in plan) and all(stop - start <= 2048 for start, stop in plan)
+    assert all(b[0] == a[1] - layout.overlap for a, b in zip(plan, plan[1:-1]))
+    gains = np.zeros(10_000)
+    for index, (start, stop) in enumerate(plan):
+        gains[start:stop] += chunk_weights(stop - start, index == 0, index == len(plan) - 1, 256, 256)
+    np.testing.assert_allclose(gains, 1.0, atol=1e-6)
+    assert plan_chunks(500, 2048, 1280) == [(0, 500)]
+    with pytest.raises(ValueError, match="too short"):
+        ChunkLayout(chunk=1000, margin=400, crossfade=256, align=128).check()
+
+
+def test_a_rounded_step_keeps_both_crossfades_on_the_same_samples():
+    """A chunk length that is no multiple of the alignment: the plan shortens chunks to step + overlap."""
+    layout = ChunkLayout(chunk=2100, margin=200, crossfade=100, align=128).check()
+    signal = np.random.default_rng(0).standard_normal((9000, 2)).astype(np.float32)
+    plan = layout.plan(9000)
+    joined = join_chunks([signal[start:stop].T for start, stop in plan], plan, layout.margin, layout.crossfade)
+    np.testing.assert_allclose(joined.T, signal, atol=1e-6)
+
+
+def test_the_streaming_join_holds_one_chunk_and_yields_every_sample_once():
+    layout = ChunkLayout(chunk=1024, margin=64, crossfade=64, align=32).check()
+    signal = np.arange(5000, dtype=np.float32)[:, None]
+    plan = layout.plan(5000)
+    joiner = ChunkJoiner(plan, layout.margin, layout.crossfade)
+    blocks = [joiner.push(signal[start:stop]) for start, stop in plan] + [joiner.finish()]
+    assert all(len(block) <= 1024 for block in blocks)
+    np.testing.assert_allclose(np.concatenate(blocks), signal, rtol=1e-6)
+    with pytest.raises(ValueError, match="expected"):
+        ChunkJoiner(plan, 64, 64).push(signal[:10])
+
+
+def test_a_layout_at_another_rate_starts_on_the_model_grid():
+    layout = scaled_layout(ChunkLayout(chunk=32000, margin=256, crossfade=768, align=128), 11025, 8000, 72)
+    for start, _ in layout.plan(10 ** 6):
+        assert start * 8000 % 11025 == 0 and (start * 8000 // 11025) % 128 == 0
+    assert layout.margin >= 256 * 11025 / 8000 + 72
+
+
+@pytest.mark.parametrize("overrides", [
+    {"model.generator": "encoder"},
+    {"model.generator": "encoder", "model.context_frames": 2, "separation.mask_smoothing": 3},
+    {"model.generator": "encoder", "model.nb_channels": 2, "model.swap_average": True},
+    {"model.generator": "rnn"},
+    {"model.generator": "rnn", "model.bidirectional": True},
+    {"model.generator": "unet"},
+], ids=lambda o: "-".join(f"{k.split('.')[-1]}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("rate", [8000, 11025])
+def test_chunked_separation_equals_one_shot(overrides, rate):
+    """Chunks of 4 s against the whole 30 s song, at the model's rate and resampled; every generator."""
+    from svsgan_tf.models import build_generator
+    from svsgan_tf.separator import Separator
+
+    config = tiny_config(**overrides)
+    generator = build_generator(config)
+    generator.create_weights()
+    audio = (np.random.default_rng(0).standard_normal((rate * 30, 2)) * 0.1).astype(np.float32)
+    chunked = Separator(config, generator, chunk_seconds=4.0)
+    assert len(chunked.chunk_layout().plan(8000 * 30)) >= 2
+    whole = Separator(config, generator, chunk_seconds=None).separate(audio, rate)
+    parts = chunked.separate(audio, rate)
+    for name in ("vocals", "accompaniment"):
+        assert parts[name].shape == audio.shape
+        assert np.abs(parts[name] - whole[name]).max() < 1e-4
