@@ -47,10 +47,12 @@ def readable(track):
 
 def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per_track: int,
                       seed: int, random: bool, augment: DataConfig | None = None,
-                      interleave: bool = False) -> tf.data.Dataset:
+                      interleave: bool = False, key: tuple | None = None) -> tf.data.Dataset:
     """Step 1: excerpts of (mixture, vocals), each (nb_samples, nb_channels).
 
-    random=True draws `excerpts_per_track` random positions per track, new ones each epoch: with
+    random=True draws `excerpts_per_track` random positions per track from a generator seeded with
+    (seed, *key) each time the data set is iterated (`key`: scalar int64 tensors, such as the epoch and
+    pass of `training_dataset`, so that the draws depend on them alone): with
     `interleave`, in rounds of one excerpt per track, each round in a new shuffled track order (so
     neighbouring excerpts, which share a shuffle buffer, come from different songs); without, a
     track's excerpts one after another, tracks in a shuffled order. random=False cuts every track
@@ -62,6 +64,7 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
     random (`channel_swap`); the mixture is then the sum.
     """
     rng = np.random.default_rng(seed)
+    key = tuple(key or ())
     tracks = [readable(t) for t in tracks]
 
     def start_of(track):
@@ -99,7 +102,9 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
         excerpt = track.read(start, nb_samples)
         return excerpt["mixture"], excerpt["vocals"]
 
-    def generate():
+    def generate(*values):
+        nonlocal rng
+        rng = np.random.default_rng([seed, *(int(v) for v in values)])
         if not random:
             for track in tracks:
                 for start in range(0, max(1, track.nb_samples - nb_samples + 1), nb_samples):
@@ -115,7 +120,7 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
                     yield random_excerpt(tracks[index])
 
     spec = tf.TensorSpec((nb_samples, None), tf.float32)              # channel count may vary
-    return tf.data.Dataset.from_generator(generate, output_signature=(spec, spec))
+    return tf.data.Dataset.from_generator(generate, args=key or None, output_signature=(spec, spec))
 
 
 EQ_OCTAVES = 10     # anchors of the random equaliser: Nyquist / 2^k, k = 0..9 (22 kHz down to 43 Hz at 44.1 kHz)
@@ -214,42 +219,72 @@ def examples_per_excerpt(track, config: Config) -> int:
     return 1
 
 
-def shuffle_frames(dataset: tf.data.Dataset, nb_frames: int, buffer: int, seed: int) -> tf.data.Dataset:
+def shuffle_frames(dataset: tf.data.Dataset, nb_frames: int, buffer: int, seed) -> tf.data.Dataset:
     """Step 4 (frame-wise models): shuffle single frames across excerpts and songs, then regroup them
-    into pseudo-excerpts of `nb_frames` frames, as the paper's data loader shuffles frame indices."""
+    into pseudo-excerpts of `nb_frames` frames, as the paper's data loader shuffles frame indices.
+    `seed` (an int or an int64 tensor) fixes the order."""
     frames = dataset.unbatch()                                   # (nb_bins,) pairs
-    frames = frames.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    frames = frames.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
     return frames.batch(nb_frames, drop_remainder=True)          # (nb_frames, nb_bins) pairs
 
 
-def batch_examples(dataset: tf.data.Dataset, batch_size: int, buffer: int | None, seed: int,
+def batch_examples(dataset: tf.data.Dataset, batch_size: int, buffer: int | None, seed,
                    drop_remainder: bool) -> tf.data.Dataset:
-    """Step 5: shuffle examples (when buffer is given) and batch to (batch, nb_frames, nb_bins)."""
+    """Step 5: shuffle examples (when buffer is given; `seed`, an int or an int64 tensor, fixes the
+    order) and batch to (batch, nb_frames, nb_bins)."""
     if buffer:
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
-def training_dataset(tracks: Sequence[TrackLike], config: Config, seed: int | None = None) -> tf.data.Dataset:
-    """Batches of (mixture magnitude, vocals magnitude), each (batch, excerpt_frames, nb_features).
+def epoch_steps(tracks: Sequence[TrackLike], config: Config) -> int:
+    """Batches per training epoch: train.steps_per_epoch, or else one pass over the data (every track's
+    data.excerpts_per_track excerpts, each one example per channel or one joint example)."""
+    if config.train.steps_per_epoch:
+        return config.train.steps_per_epoch
+    nb_examples = sum(examples_per_excerpt(t, config) for t in tracks) * config.data.excerpts_per_track
+    return nb_examples // config.train.batch_size
 
-    Frames are shuffled across songs for the frame-wise encoder (or when data.shuffle_frames is set);
-    the RNN keeps contiguous excerpts, shuffled as a whole.
+
+def training_dataset(tracks: Sequence[TrackLike], config: Config, seed: int | None = None,
+                     first_epoch: int = 0, nb_epochs: int = 1) -> tf.data.Dataset:
+    """Batches of (mixture magnitude, vocals magnitude), each (batch, excerpt_frames, nb_features), for
+    epochs first_epoch .. first_epoch + nb_epochs - 1, `epoch_steps` batches each.
+
+    An epoch's batches are drawn from (seed, epoch) alone, pass after pass over the data as long as the
+    epoch needs: a run resumed at epoch k (`first_epoch=k`) sees the batches an uninterrupted run sees
+    there. Frames are shuffled across songs for the frame-wise encoder (or when data.shuffle_frames is
+    set); the RNN keeps contiguous excerpts, shuffled as a whole.
     """
     data, stft = config.data, config.stft
     seed = config.train.seed if seed is None else seed
-    dataset = waveform_excerpts(tracks, excerpt_samples(stft, data.excerpt_frames),
-                                data.excerpts_per_track, seed, random=True,
-                                augment=data if data.augment else None, interleave=data.interleave_tracks)
-    dataset = channel_examples(dataset, config)
-    if config.shuffles_frames:
-        dataset = shuffle_frames(dataset, data.excerpt_frames, data.shuffle_buffer, seed)
-    dataset = batch_examples(dataset, config.train.batch_size,
-                             max(1, data.shuffle_buffer // data.excerpt_frames), seed, drop_remainder=True)
-    # every track gives excerpts_per_track excerpts, each one example per channel or one joint
-    # example, and frame shuffling keeps that count
+    steps = epoch_steps(tracks, config)
     nb_examples = sum(examples_per_excerpt(t, config) for t in tracks) * data.excerpts_per_track
-    return dataset.apply(tf.data.experimental.assert_cardinality(nb_examples // config.train.batch_size))
+    if steps and nb_examples < config.train.batch_size:
+        raise DataError(f"training data: {nb_examples} examples per pass, fewer than one batch of "
+                        f"train.batch_size={config.train.batch_size}; add tracks or lower the batch size")
+
+    def one_pass(epoch, index):
+        # every random draw of this pass, in NumPy and in tf.data, is seeded by (seed, epoch, index)
+        mixed = (tf.constant(seed, tf.int64) * 1_000_003 + epoch) * 1_009 + index
+        dataset = waveform_excerpts(tracks, excerpt_samples(stft, data.excerpt_frames),
+                                    data.excerpts_per_track, seed, random=True,
+                                    augment=data if data.augment else None, interleave=data.interleave_tracks,
+                                    key=(epoch, index))
+        dataset = channel_examples(dataset, config)
+        if config.shuffles_frames:
+            dataset = shuffle_frames(dataset, data.excerpt_frames, data.shuffle_buffer, mixed)
+        return batch_examples(dataset, config.train.batch_size,
+                              max(1, data.shuffle_buffer // data.excerpt_frames), mixed, drop_remainder=True)
+
+    def one_epoch(epoch):
+        return tf.data.Dataset.range(MAX_PASSES).flat_map(lambda index: one_pass(epoch, index)).take(steps)
+
+    dataset = tf.data.Dataset.range(first_epoch, first_epoch + nb_epochs).flat_map(one_epoch)
+    return dataset.apply(tf.data.experimental.assert_cardinality(nb_epochs * steps)).prefetch(tf.data.AUTOTUNE)
+
+
+MAX_PASSES = 2 ** 31       # passes over the data one epoch may take (it takes what epoch_steps needs)
 
 
 def validation_dataset(tracks: Sequence[TrackLike], config: Config) -> tf.data.Dataset:

@@ -1,13 +1,10 @@
-"""tf.distribute strategies by name, chief and worker roles, data sharding and fault-tolerant backups."""
+"""tf.distribute strategies by name, chief and worker roles and data sharding (backups: svsgan_tf/backup.py)."""
 from __future__ import annotations
 
 import json
 import logging
 import os
-import shutil
-import tempfile
 
-import keras
 import tensorflow as tf
 
 from svsgan_tf.errors import ConfigError
@@ -16,7 +13,6 @@ logger = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 TASK_TYPES = ("chief", "worker")
-METADATA_FILE = "training_metadata.json"
 
 
 def make_strategy(strategy: str | tf.distribute.Strategy | None = None) -> tf.distribute.Strategy:
@@ -152,55 +148,3 @@ def check_global_batch(batch_size: int, strategy: tf.distribute.Strategy) -> Non
     if batch_size % replicas:
         raise ConfigError(f"config: train.batch_size={batch_size} must be a multiple of the "
                           f"{replicas} replicas of the {type(strategy).__name__} (it is the global batch)")
-
-
-def backup_epoch(backup_dir: str) -> int | None:
-    """Epochs completed according to a BackupAndRestore folder, or None when it holds no backup."""
-    try:
-        with open(os.path.join(backup_dir, METADATA_FILE), encoding="utf-8") as handle:
-            return int(json.load(handle)["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def backup_and_restore(backup_dir: str, strategy: tf.distribute.Strategy) -> keras.callbacks.Callback:
-    """The fault-tolerance callback: every worker restores from `backup_dir` (the chief's backup, on
-    storage all workers reach); only the chief keeps what it writes there.
-
-    The backup holds the weights, both optimizers' state (slots, iteration counts, learning rates) and
-    the number of completed epochs, written at the end of every epoch. The phase follows from the
-    epoch number.
-    """
-    if is_chief(strategy):
-        return keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False)
-    return WorkerBackupAndRestore(backup_dir, f"svsgan-worker{task_id(strategy)}-backup-")
-
-
-class WorkerBackupAndRestore(keras.callbacks.Callback):
-    """BackupAndRestore for a non-chief worker: restore from the chief's `backup_dir`, write each backup
-    to a fresh temporary folder and remove it.
-
-    Non-chief workers still write (the tf.distribute multi-worker pattern): saving reads every variable,
-    and reading a variable may need all workers, so all of them save at the same point.
-    """
-
-    def __init__(self, backup_dir: str, prefix: str):
-        super().__init__()
-        self.reader = keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False)
-        self.prefix = prefix
-
-    def set_model(self, model):
-        super().set_model(model)
-        self.reader.set_model(model)
-
-    def on_train_begin(self, logs=None):
-        self.reader.on_train_begin(logs)
-
-    def on_epoch_end(self, epoch, logs=None):
-        scratch = tempfile.mkdtemp(prefix=self.prefix)
-        try:
-            writer = keras.callbacks.BackupAndRestore(scratch, delete_checkpoint=True)
-            writer.set_model(self.model)
-            writer.on_epoch_end(epoch, logs)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)

@@ -3,9 +3,58 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from typing import Iterator
+
+# temporary names carry the writer's process id, so that a later run can tell a killed run's leftovers
+# (whose process is gone) from the files of a run still writing: .<name>.pid<N>.<random>.tmp[.ext] / .old
+TEMPORARY_NAME = re.compile(r"^\..+\.pid(\d+)\.[A-Za-z0-9_]+\.(tmp|old)(\.[A-Za-z0-9]+)*$")
+
+
+def _prefix(path: str) -> str:
+    """The start of a temporary name beside `path` (see TEMPORARY_NAME)."""
+    return f".{os.path.basename(path)}.pid{os.getpid()}."
+
+
+def fsync_file(path: str) -> None:
+    """Flush a written file to disk, so that a rename after it never exposes an empty file."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Remove the temporary files and folders (see TEMPORARY_NAME) that killed runs left below `folder`;
+    return their paths. Those of processes still running are kept."""
+    removed = []
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            match = TEMPORARY_NAME.match(name)
+            if match is None or _process_alive(int(match.group(1))):
+                continue
+            path = os.path.join(root, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            removed.append(path)
+        dirs[:] = [d for d in dirs if os.path.isdir(os.path.join(root, d))]
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -36,14 +85,17 @@ def _umask() -> int:
 def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary file name beside `path`; rename it onto `path` if the block succeeds.
 
-    The temporary name keeps the extension of `path` so that writers choosing a format from the
-    extension (soundfile, h5py) still work. The file gets the mode a plain `open` would give it
+    The temporary name keeps the extensions of `path` (all of them: Keras wants `.weights.h5`) so that
+    writers choosing a format from the extension (soundfile, h5py, Keras) still work. The file gets the
+    mode a plain `open` would give it
     (0666 less the umask), not mkstemp's private 0600.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    base, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=folder)
+    name = os.path.basename(path)
+    base, dot, rest = name[1:].partition(".")          # every extension: x.weights.h5 -> .weights.h5
+    base, ext = (name[0] + base, dot + rest) if dot else (name, "")
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(base), suffix=f".tmp{ext}", dir=folder)
     os.close(fd)
     try:
         yield tmp
@@ -67,14 +119,14 @@ def atomic_directory(path: str, overwrite: bool = True) -> Iterator[str]:
         raise FileExistsError(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=parent)
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if os.path.exists(path):
             if not overwrite:
                 raise FileExistsError(path)
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".old", dir=parent)
+            old = tempfile.mkdtemp(prefix=_prefix(path), suffix=".old", dir=parent)
             os.rmdir(old)
             os.replace(path, old)
             os.replace(tmp, path)

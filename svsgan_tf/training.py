@@ -11,8 +11,10 @@ import tensorflow as tf
 
 from svsgan_tf import data as data_lib
 from svsgan_tf import distribute
+from svsgan_tf.backup import ResumableBackup, last_good_backup
 from svsgan_tf.config import Config, git_commit
 from svsgan_tf.errors import ConfigError, DataError
+from svsgan_tf.io_utils import remove_stale_temporaries
 from svsgan_tf.callbacks import HistoryCSV, PhaseSchedule, SaveModelDir, ValidationSDR, WeightAverage
 from svsgan_tf.model_io import load_discriminator, load_generator, save_model
 from svsgan_tf.models import build_discriminator, build_generator
@@ -115,8 +117,9 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
           tensorboard: bool = True) -> TrainResult:
     """Train G (and D in the GAN phase) and write `out_dir/model`.
 
-    `out_dir` receives: config.json, model/ (updated after every epoch), backup/ (resume state: run the
-    same call again after a kill and it continues where it stopped), logs/ (TensorBoard), history.csv.
+    `out_dir` receives: config.json, model/ (updated after every epoch), backup/ (resume state, see
+    svsgan_tf/backup.py: run the same call again after a kill and it continues where it stopped, with
+    the batches and weights of an uninterrupted run), logs/ (TensorBoard), history.csv.
     Tracks default to config.data.source; validation tracks give val_kl and val_sdr (ValidationSDR),
     and best_model/ keeps the epoch with the highest val_sdr; with train.average_epochs, averaged_model/
     holds G's weights averaged over the last epochs (WeightAverage).
@@ -131,7 +134,11 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
     set_seed(config.train.seed)
     check_resumable(out_dir, config)
     model_dir, backup_dir = os.path.join(out_dir, "model"), os.path.join(out_dir, "backup")
-    done = distribute.backup_epoch(backup_dir)
+    if chief and os.path.isdir(out_dir):
+        for path in remove_stale_temporaries(out_dir):
+            logger.warning("removed %s, left by a killed run", path)
+    backup = last_good_backup(backup_dir)
+    done = backup.epoch if backup is not None else None
     if done is not None and done >= config.train.epochs and os.path.isdir(model_dir):
         logger.info("%s: finished already (%d epochs), nothing to do", out_dir, done)
         return TrainResult(model_dir=model_dir, history={}, config=config)
@@ -143,7 +150,10 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
         os.makedirs(out_dir, exist_ok=True)
         config.save(os.path.join(out_dir, "config.json"))
 
-    train_ds = data_lib.training_dataset(tracks, config)
+    first_epoch = done or 0
+    steps = data_lib.epoch_steps(tracks, config)
+    train_ds = data_lib.training_dataset(tracks, config, first_epoch=first_epoch,
+                                         nb_epochs=config.train.epochs - first_epoch)
     valid_ds = data_lib.validation_dataset(validation_tracks, config) if validation_tracks else None
     train_ds = distribute.shard_by_data(train_ds)
     if valid_ds is not None:
@@ -167,10 +177,9 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
         if tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")))
     # last: an epoch counts as done (and is skipped on resume) only once it is exported and logged
-    callbacks.append(distribute.backup_and_restore(backup_dir, strategy))
-    history = model.fit(train_ds, validation_data=valid_ds, epochs=config.train.epochs,
-                        steps_per_epoch=config.train.steps_per_epoch, callbacks=callbacks, verbose=verbose,
-                        shuffle=False)
+    callbacks.append(ResumableBackup(backup_dir, backup, keep=chief))
+    history = model.fit(train_ds, validation_data=valid_ds, epochs=config.train.epochs, initial_epoch=first_epoch,
+                        steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
     if chief and not os.path.isdir(model_dir):
         save_model(model_dir, config, model.generator, model.discriminator)
     return TrainResult(model_dir=model_dir, history=dict(history.history), config=config)

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from svsgan_tf.distribute import backup_epoch
+from svsgan_tf.backup import STATE_FILE, backup_epoch
 from tests.conftest import ROOT, TINY, tiny_config
 
 # SGD, not Adam: Adam divides by the gradients' scale, so it would hide a loss that is N times too large
@@ -75,6 +75,22 @@ def free_ports(count):
     finally:
         for sock in sockets:
             sock.close()
+
+
+def assert_same_weights(a, b):
+    """Every dataset of two Keras weight files is bit-identical."""
+    import h5py
+
+    def arrays(path):
+        found = {}
+        with h5py.File(path, "r") as handle:
+            handle.visititems(lambda name, item: found.__setitem__(name, item[()])
+                              if isinstance(item, h5py.Dataset) else None)
+        return found
+    first, second = arrays(a), arrays(b)
+    assert first.keys() == second.keys() and len(first) > 4
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
 
 
 def read_history(path):
@@ -190,8 +206,8 @@ def test_two_workers_train_together_and_end_with_identical_weights(tmp_path, pro
     names = {p.name for p in out.iterdir()}
     assert {"backup", "config.json", "history.csv", "model"} <= names, names
     assert not [name for name in names if "tmp" in name or "worker" in name], names
-    assert sorted(p.name for p in (out / "backup").iterdir()) == ["latest.weights.h5",
-                                                                  "training_metadata.json"]
+    assert sorted(p.name for p in (out / "backup").iterdir()) == ["epoch-00001.weights.h5",
+                                                                  "epoch-00002.weights.h5", STATE_FILE]
     assert list(scratch.iterdir()) == []
     rows = read_history(out / "history.csv")
     steps = chief["g_step_counts"].tolist()
@@ -214,7 +230,7 @@ def test_sigkill_in_phase_two_then_rerun_finishes_like_an_uninterrupted_run(tmp_
     assert victim.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed:\n" + \
         tail(tmp_path / "killed.log")
     logged = read_history(killed / "history.csv")
-    backup = json.loads((killed / "backup" / "training_metadata.json").read_text())
+    backup = json.loads((killed / "backup" / STATE_FILE).read_text())
     total = KILL_RUN["train.pretrain_epochs"] + KILL_RUN["train.gan_epochs"]
     assert 2 <= backup["epoch"] < total and len(logged) in (backup["epoch"], backup["epoch"] + 1)
 
@@ -229,7 +245,11 @@ def test_sigkill_in_phase_two_then_rerun_finishes_like_an_uninterrupted_run(tmp_
     # same epochs, phases and G/D step counts: the resumed run continued both optimizers' iterations
     assert progress(killed) == expected
     for run in (whole, killed):
-        assert json.loads((run / "backup" / "training_metadata.json").read_text())["epoch"] == total
+        assert json.loads((run / "backup" / STATE_FILE).read_text())["epoch"] == total
+    # the resumed run saw the batches of the uninterrupted one: bit-identical weights, G's and D's
+    for part in ("generator", "discriminator"):
+        assert (whole / "model" / f"{part}.weights.h5").exists()
+        assert_same_weights(whole / "model" / f"{part}.weights.h5", killed / "model" / f"{part}.weights.h5")
 
     # a finished run started again does nothing
     before = {p: p.stat().st_mtime_ns for p in whole.rglob("*") if p.is_file()}
@@ -237,6 +257,38 @@ def test_sigkill_in_phase_two_then_rerun_finishes_like_an_uninterrupted_run(tmp_
     wait_ok(rerun, tmp_path / "rerun.log")
     assert {p: p.stat().st_mtime_ns for p in whole.rglob("*") if p.is_file()} == before
     assert "last epoch: {}" in open(tmp_path / "rerun.log").read()
+
+
+def test_sigkill_during_the_backup_write_then_rerun_resumes_exactly_and_cleans_up(tmp_path, processes):
+    """Wide layers make each backup ~100 MB, so that polling every millisecond catches a write in
+    progress; the kill leaves its temporary file, which the rerun removes before resuming."""
+    from svsgan_tf.io_utils import TEMPORARY_NAME
+
+    settings = {**KILL_RUN, "model.encoder_units": [2048, 1024], "model.decoder_units": [2048]}
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    victim = processes(train_cli(killed, settings), "killed.log")
+    backup_dir, caught = killed / "backup", []
+    deadline = time.monotonic() + TIMEOUT
+    while victim.poll() is None and time.monotonic() < deadline and not caught:
+        if backup_dir.is_dir():
+            caught = [name for name in os.listdir(backup_dir) if TEMPORARY_NAME.match(name)]
+            if caught:
+                victim.send_signal(signal.SIGKILL)
+        time.sleep(0.001)
+    assert caught and victim.wait(timeout=60) == -signal.SIGKILL, "no backup write caught:\n" + \
+        tail(tmp_path / "killed.log")
+    left = [name for name in os.listdir(backup_dir) if TEMPORARY_NAME.match(name)]
+    assert left, "the kill landed after the write had finished"
+    done = backup_epoch(backup_dir) or 0
+    assert done < settings["train.pretrain_epochs"] + settings["train.gan_epochs"]
+
+    reference = processes(train_cli(whole, settings), "whole.log")
+    wait_ok(processes(train_cli(killed, settings), "resumed.log"), tmp_path / "resumed.log")
+    wait_ok(reference, tmp_path / "whole.log")
+    assert not [name for name in os.listdir(backup_dir) if TEMPORARY_NAME.match(name)]
+    assert "left by a killed run" in open(tmp_path / "resumed.log").read()
+    for part in ("generator", "discriminator"):
+        assert_same_weights(whole / "model" / f"{part}.weights.h5", killed / "model" / f"{part}.weights.h5")
 
 
 # ---------------------------------------------------------------------------------------- subprocess bodies

@@ -57,10 +57,10 @@ class SVSGANHyperModel(kt.HyperModel):
         from svsgan_tf.callbacks import PhaseSchedule, ValidationSDR
 
         config = self.trial_config(hp)
-        train_ds = data_lib.training_dataset(self.tracks, config)
+        train_ds = data_lib.training_dataset(self.tracks, config, nb_epochs=config.train.epochs)
         valid_ds = data_lib.validation_dataset(self.validation_tracks, config)
         model.generator.set_input_statistics(*data_lib.input_statistics(train_ds))
         callbacks = [PhaseSchedule(config), ValidationSDR(self.validation_tracks, config)] + list(kwargs.pop("callbacks", []))
         return model.fit(train_ds, validation_data=valid_ds, epochs=config.train.epochs,
-                         steps_per_epoch=config.train.steps_per_epoch, callbacks=callbacks, shuffle=False,
+                         steps_per_epoch=data_lib.epoch_steps(self.tracks, config), callbacks=callbacks, shuffle=False,
                          verbose=kwargs.pop("verbose", "auto"))
