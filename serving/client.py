@@ -4,42 +4,33 @@
 holding an svsgan_tf export (svsgan_tf/export.py): GetModelMetadata checks the signatures, the
 `model_info` signature gives the sample rate and STFT settings, and `serving_default` separates.
 
-Long audio is cut into requests below --max_request_mb and joined back:
-
-* every chunk starts on a multiple of the STFT hop, so its frames are the frames of the whole file;
-* a chunk's output differs from one-shot separation only within `margin = n_fft` samples of its ends
-  (where its STFT frames reach past the chunk), plus `(context_frames + mask_smoothing // 2) * hop_length`
-  for an encoder with a context window (model.context_frames) or a mask smoothed over frames
-  (separation.mask_smoothing), so consecutive chunks overlap by
-  `2 * margin + crossfade` samples and are crossfaded in the middle of that overlap, where both equal
-  the one-shot result;
-* the crossfade is linear (gains adding up to 1), right for the two near-identical signals it joins;
-  an equal-power fade would raise them by up to 3 dB.
-
-With the per-frame `encoder` generator the joined result therefore equals one-shot separation to float
-rounding everywhere. With the `rnn` generator each chunk starts its LSTM afresh, so the stems differ
-slightly for the first frames after each seam; a longer --crossfade_ms hides that better.
+Long audio is cut into requests below --max_request_mb and joined back with `svsgan_tf.chunking`, on the
+model's own chunk context (the export's `model_info` gives it, see Separator.chunk_context): the
+joined result equals one-shot separation to float rounding for models with a bounded context; an LSTM
+restarts each request a warm-up before the join.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from svsgan_tf import cli
+from svsgan_tf.chunking import DEFAULT_CROSSFADE_SECONDS, ChunkLayout, minimum_chunk
+from svsgan_tf.config import TARGETS
 from svsgan_tf.errors import AudioError, SVSGANError
 
 logger = logging.getLogger(__name__)
 
 WAVEFORM_SIGNATURE = "serving_default"
 INFO_SIGNATURE = "model_info"
-TARGETS = ("vocals", "accompaniment")
 DEFAULT_SERVER = "localhost:8500"
 DEFAULT_MAX_REQUEST_MB = 4.0           # gRPC's default message limit
-DEFAULT_CROSSFADE_MS = 100.0
+DEFAULT_CROSSFADE_MS = 1000 * DEFAULT_CROSSFADE_SECONDS
 DEFAULT_TIMEOUT_S = 60.0
 REQUEST_OVERHEAD_BYTES = 4096          # model spec, names and tensor header around the samples
 
@@ -60,47 +51,8 @@ class ModelInfo:
     min_samples: int
     config_json: str = field(repr=False)
     signatures: tuple[str, ...]
-
-
-def plan_chunks(nb_samples: int, chunk_samples: int, overlap: int) -> list[tuple[int, int]]:
-    """(start, stop) sample ranges covering [0, nb_samples) in chunks of at most `chunk_samples`.
-
-    Consecutive chunks overlap by `overlap` samples; starts are multiples of chunk_samples - overlap
-    (keep both multiples of the hop). The last chunk ends at nb_samples and is longer than `overlap`.
-    """
-    if nb_samples <= chunk_samples:
-        return [(0, nb_samples)]
-    step = chunk_samples - overlap
-    if step <= 0:
-        raise ValueError(f"chunk_samples ({chunk_samples}) must exceed overlap ({overlap})")
-    starts = [0]
-    while starts[-1] + chunk_samples < nb_samples:
-        starts.append(starts[-1] + step)
-    return [(start, min(start + chunk_samples, nb_samples)) for start in starts]
-
-
-def chunk_weights(length: int, first: bool, last: bool, margin: int, crossfade: int) -> np.ndarray:
-    """Gain of one chunk's output, (length,) float32: 0 within `margin` of an inner seam, a linear ramp
-    over the next `crossfade` samples, 1 elsewhere. The gains of two overlapping chunks add up to 1."""
-    weights = np.ones(length, np.float32)
-    ramp = (np.arange(crossfade, dtype=np.float32) + 0.5) / crossfade
-    if not first:
-        weights[:margin] = 0.0
-        weights[margin:margin + crossfade] = ramp
-    if not last:
-        weights[length - margin - crossfade:length - margin] = 1.0 - ramp
-        weights[length - margin:] = 0.0
-    return weights
-
-
-def join_chunks(pieces: list[np.ndarray], plan: list[tuple[int, int]], margin: int, crossfade: int) -> np.ndarray:
-    """Crossfade chunk outputs (nb_channels, stop - start) back into (nb_channels, nb_samples)."""
-    nb_samples = plan[-1][1]
-    joined = np.zeros((pieces[0].shape[0], nb_samples), np.float32)
-    for index, ((start, stop), piece) in enumerate(zip(plan, pieces)):
-        weights = chunk_weights(stop - start, index == 0, index == len(plan) - 1, margin, crossfade)
-        joined[:, start:stop] += piece * weights
-    return joined
+    margin_samples: int | None = None      # the model's chunk context (exports since chunked separation)
+    align_samples: int | None = None
 
 
 def _details(err) -> str:
@@ -221,29 +173,56 @@ class SeparationClient:
                 name=self.model_name, version=version,
                 sample_rate=int(values["sample_rate"]), n_fft=int(values["n_fft"]),
                 hop_length=int(values["hop_length"]), min_samples=int(values["min_samples"]),
-                config_json=values["config_json"].item().decode("utf-8"), signatures=signatures)
+                config_json=values["config_json"].item().decode("utf-8"), signatures=signatures,
+                margin_samples=int(values["margin_samples"]) if "margin_samples" in values else None,
+                align_samples=int(values["align_samples"]) if "align_samples" in values else None)
         return self._info
 
-    def chunk_layout(self, nb_channels: int) -> tuple[int, int, int]:
-        """(chunk_samples, margin, crossfade) at the model's rate for audio of `nb_channels` channels.
+    @property
+    def sample_rate(self) -> int:
+        """The served model's sample rate."""
+        return self.info().sample_rate
 
-        chunk_samples is the longest request below --max_request_mb, at least 2 * (margin + crossfade) so
-        that a chunk's two crossfades do not meet; all three are multiples of the hop.
-        """
+    @property
+    def min_samples(self) -> int:
+        """Shortest waveform the served model accepts, at its rate."""
+        return self.info().min_samples
+
+    def chunk_context(self) -> tuple[int, int]:
+        """(margin, align) at the model's rate, as the export's `model_info` states them (see
+        Separator.chunk_context); for older exports, derived from the config they carry."""
         info = self.info()
-        hop = info.hop_length
+        if info.margin_samples is not None and info.align_samples is not None:
+            return info.margin_samples, info.align_samples
         config = json.loads(info.config_json)
-        # frames whose mask depends on other frames: a context window, a smoothed mask
         reach = (config.get("model", {}).get("context_frames", 0)
                  + config.get("separation", {}).get("mask_smoothing", 1) // 2)
-        margin = info.n_fft + reach * hop                          # where a chunk's frames see past its ends
-        crossfade = max(hop, int(round(self.crossfade_ms / 1000 * info.sample_rate / hop)) * hop)
-        chunk = (self.max_request_bytes - REQUEST_OVERHEAD_BYTES) // (4 * nb_channels) // hop * hop
-        if chunk < 2 * (margin + crossfade):
-            needed = (2 * (margin + crossfade) * 4 * nb_channels + REQUEST_OVERHEAD_BYTES) / 2 ** 20
+        return info.n_fft + reach * info.hop_length, info.hop_length
+
+    def chunk_layout(self, nb_channels: int) -> ChunkLayout:
+        """How audio of `nb_channels` channels is cut into requests, at the model's rate: the longest
+        request below --max_request_mb, with the model's context and a crossfade of --crossfade_ms."""
+        info = self.info()
+        margin, align = self.chunk_context()
+        crossfade = max(align, int(round(self.crossfade_ms / 1000 * info.sample_rate / align)) * align)
+        chunk = (self.max_request_bytes - REQUEST_OVERHEAD_BYTES) // (4 * nb_channels) // align * align
+        if chunk < minimum_chunk(margin, crossfade, align):
+            needed = (minimum_chunk(margin, crossfade, align) * 4 * nb_channels + REQUEST_OVERHEAD_BYTES) / 2 ** 20
             raise ServingError(f"--max_request_mb {self.max_request_bytes / 2 ** 20:g}: too small for "
                                f"{nb_channels}-channel audio with this model; use at least {needed:.3f}")
-        return chunk, margin, crossfade
+        return ChunkLayout(chunk=chunk, margin=margin, crossfade=crossfade, align=align)
+
+    def separate_chunk(self, waveform: np.ndarray, source: str = "<array>") -> dict[str, np.ndarray]:
+        """One Predict request: (nb_channels, nb_samples) float32 at the model's rate -> the stems."""
+        waveform = np.ascontiguousarray(waveform, np.float32)
+        result = self.predict(WAVEFORM_SIGNATURE, {"waveform": waveform}, source)
+        for name in TARGETS:
+            stem = result.get(name)
+            if stem is None or stem.shape != waveform.shape:
+                raise ServingError(f"{self.server}: model {self.model_name!r}: unexpected answer "
+                                   f"(output {name!r} is {None if stem is None else stem.shape}, "
+                                   f"expected {waveform.shape})")
+        return result
 
     def separate_waveform(self, waveform: np.ndarray, source: str = "<array>") -> dict[str, np.ndarray]:
         """Separate audio at the model's rate, in as many requests as --max_request_mb needs.
@@ -253,25 +232,8 @@ class SeparationClient:
         Returns:
             {"vocals", "accompaniment"}: (nb_channels, nb_samples) float32.
         """
-        waveform = np.ascontiguousarray(waveform, np.float32)
-        nb_channels, nb_samples = waveform.shape
-        chunk, margin, crossfade = self.chunk_layout(nb_channels)
-        plan = plan_chunks(nb_samples, chunk, 2 * margin + crossfade)
-        pieces = {name: [] for name in TARGETS}
-        for start, stop in plan:
-            part = f"{source} [samples {start}:{stop}]" if len(plan) > 1 else source
-            result = self.predict(WAVEFORM_SIGNATURE, {"waveform": waveform[:, start:stop]}, part)
-            for name in TARGETS:
-                stem = result.get(name)
-                if stem is None or stem.shape != (nb_channels, stop - start):
-                    raise ServingError(f"{self.server}: model {self.model_name!r}: unexpected answer "
-                                       f"(output {name!r} is {None if stem is None else stem.shape}, "
-                                       f"expected {(nb_channels, stop - start)})")
-                pieces[name].append(stem)
-        if len(plan) == 1:
-            return {name: pieces[name][0] for name in TARGETS}
-        logger.debug("%s: %d requests", source, len(plan))
-        return {name: join_chunks(pieces[name], plan, margin, crossfade) for name in TARGETS}
+        stems = self.separate(np.asarray(waveform, np.float32).T, self.sample_rate, source)
+        return {name: np.ascontiguousarray(stem.T) for name, stem in stems.items()}
 
     def separate(self, waveform: np.ndarray, sample_rate: int | None = None,
                  source: str = "<array>") -> dict[str, np.ndarray]:
@@ -283,15 +245,16 @@ class SeparationClient:
         Returns:
             {"vocals", "accompaniment"}: arrays shaped like `waveform`, at its sample rate.
         """
-        from svsgan_tf.separator import separate_array
+        from svsgan_tf.separator import separate_whole
 
-        info = self.info()
-        return separate_array(lambda audio: self.separate_waveform(audio, source), waveform, sample_rate,
-                              info.sample_rate, info.min_samples, source)
+        return separate_whole(self, waveform, sample_rate, source)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from svsgan_tf.separate import NAMING_RULE, add_existing_flags
+
+    parser = argparse.ArgumentParser(epilog=NAMING_RULE,
+                                     
         prog="python -m serving.client",
         description="Separate audio files with a model served by TF Serving (gRPC).")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders (searched recursively)")
@@ -306,22 +269,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crossfade_ms", type=float, default=DEFAULT_CROSSFADE_MS,
                         help=f"crossfade between requests of a long file (default {DEFAULT_CROSSFADE_MS:g})")
     parser.add_argument("--quiet", action="store_true", help="errors only")
+    add_existing_flags(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from svsgan_tf.separate import input_files, report, separate_files
+    from svsgan_tf.separate import OutputError, check_output_folder, plan_jobs, report, separate_files
 
-    files = input_files(args.inputs)
+    jobs = plan_jobs(args.inputs)
+    try:
+        check_output_folder(args.out)
+    except OutputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     cli.start_tensorflow(quiet=True)
     with SeparationClient(args.server, args.model_name, args.model_version, args.timeout,
                           args.max_request_mb, args.crossfade_ms) as client:
         info = client.info()
         if not args.quiet:
             print(f"{args.server}: model {info.name}, {info.sample_rate} Hz", flush=True)
-        errors = separate_files(client, files, args.out, args.quiet, fatal=(ServingError,))
-    return report(files, errors, args.out)
+        errors = separate_files(client, jobs, args.out, args.quiet, fatal=(ServingError,),
+                                overwrite=args.overwrite, skip_existing=args.skip_existing)
+    return report(jobs, errors, args.out)
 
 
 def run() -> None:

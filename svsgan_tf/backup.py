@@ -18,7 +18,6 @@ resumed run sees the batches, and reaches the weights, of an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ import tempfile
 import keras
 
 from svsgan_tf.errors import ConfigError
-from svsgan_tf.io_utils import atomic_path, atomic_write_text, fsync_file
+from svsgan_tf.io_utils import atomic_path, atomic_write_text, file_sha256, fsync_file
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +48,6 @@ class Backup:
 def weights_name(epoch: int) -> str:
     """The file name of the backup after `epoch` epochs."""
     return f"epoch-{epoch:05d}.weights.h5"
-
-
-def file_sha256(path: str) -> str:
-    """The SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def backup_epoch(backup_dir: str) -> int | None:

@@ -223,9 +223,24 @@ def shuffle_frames(dataset: tf.data.Dataset, nb_frames: int, buffer: int, seed) 
     """Step 4 (frame-wise models): shuffle single frames across excerpts and songs, then regroup them
     into pseudo-excerpts of `nb_frames` frames, as the paper's data loader shuffles frame indices.
     `seed` (an int or an int64 tensor) fixes the order."""
-    frames = dataset.unbatch()                                   # (nb_bins,) pairs
-    frames = frames.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+    frames = shuffle_blocks(dataset.unbatch(), buffer, seed)     # (nb_bins,) pairs
     return frames.batch(nb_frames, drop_remainder=True)          # (nb_frames, nb_bins) pairs
+
+
+def shuffle_blocks(dataset: tf.data.Dataset, buffer: int, seed) -> tf.data.Dataset:
+    """Shuffle elements within consecutive blocks of `buffer` elements, each block by a permutation drawn
+    from (seed, block index) alone (stateless: `tf.data.Dataset.shuffle` takes no seed that varies
+    per epoch inside a pipeline, and its own counter restarts when a run resumes).
+
+    `seed`: an int or an int64 scalar tensor. Elements keep their shapes; a block holds at most
+    `buffer` of them, as a shuffle buffer would.
+    """
+    def permute(index, block):
+        size = tf.shape(tf.nest.flatten(block)[0])[0]
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(size), seed=tf.stack([tf.cast(seed, tf.int64), index]))
+        return tf.nest.map_structure(lambda values: tf.gather(values, order), block)
+    return dataset.batch(buffer).enumerate().map(permute).unbatch()
 
 
 def batch_examples(dataset: tf.data.Dataset, batch_size: int, buffer: int | None, seed,
@@ -233,7 +248,7 @@ def batch_examples(dataset: tf.data.Dataset, batch_size: int, buffer: int | None
     """Step 5: shuffle examples (when buffer is given; `seed`, an int or an int64 tensor, fixes the
     order) and batch to (batch, nb_frames, nb_bins)."""
     if buffer:
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+        dataset = shuffle_blocks(dataset, buffer, seed)
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 

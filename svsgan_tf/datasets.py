@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from svsgan_tf.audio import AUDIO_EXTENSIONS
 from svsgan_tf.errors import AudioError, DataError
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,6 @@ MUSDB_STEM_IDS = {"mixture": 0, "drums": 1, "bass": 2, "other": 3, "vocals": 4}
 MIXTURE_NAMES = ("mixture", "mix")
 VOCALS_NAMES = ("vocals", "vocals_true")
 ACCOMPANIMENT_NAMES = ("accompaniment", "accompaniment_true")
-AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg", ".aiff")
 
 
 class Track:
@@ -321,7 +321,7 @@ def _dsd100(path: str, subset: str, true_mixture: bool):
 
 def _mir1k(path: str, subset: str, true_mixture: bool):
     folder = os.path.join(path, subset) if os.path.isdir(os.path.join(path, subset)) else path
-    files = sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(AUDIO_EXT))
+    files = sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(AUDIO_EXTENSIONS))
     return [(os.path.splitext(os.path.basename(p))[0],
              lambda rate, p=p: FileTrack(os.path.splitext(os.path.basename(p))[0],
                                          {"vocals": [p], "accompaniment": [p]}, rate,
@@ -336,7 +336,7 @@ def _folder(path: str, subset: str, true_mixture: bool):
 
 def _find(folder: str, names) -> str | None:
     for name in names:
-        for ext in AUDIO_EXT:
+        for ext in AUDIO_EXTENSIONS:
             path = os.path.join(folder, name + ext)
             if os.path.isfile(path):
                 return path

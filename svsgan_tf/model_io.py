@@ -5,27 +5,32 @@ Layout of a model directory::
     config.json                 the full Config; the model is rebuilt from it alone
     generator.weights.h5        G's weights
     discriminator.weights.h5    D's weights (absent for a generator-only model)
+    weights.sha256.json         {weights file name: SHA-256}, checked on load (absent in older folders)
 
 An ensemble folder (written by `python -m svsgan_tf.pack A B ...`) separates with the mean mask of its
 members and cannot be trained further::
 
     config.json                 the first member's Config: STFT, channels and Separator settings
     members/<i>/                one generator-only model directory per member, i = 0, 1, ...
+
+A folder's checksums cover the weights files in that folder, so an ensemble's are in its members.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 
 from svsgan_tf.config import Config
 from svsgan_tf.errors import ConfigError
-from svsgan_tf.io_utils import atomic_directory
+from svsgan_tf.io_utils import atomic_directory, file_sha256
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 GENERATOR_FILE = "generator.weights.h5"
 DISCRIMINATOR_FILE = "discriminator.weights.h5"
+CHECKSUM_FILE = "weights.sha256.json"
 MEMBERS_DIR = "members"
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 
@@ -42,6 +47,7 @@ def save_model(path: str, config: Config, generator, discriminator=None,
         generator.save_weights(os.path.join(tmp, GENERATOR_FILE))
         if discriminator is not None:
             discriminator.save_weights(os.path.join(tmp, DISCRIMINATOR_FILE))
+        write_checksums(tmp)
         for name, text in (extra_files or {}).items():
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as handle:
                 handle.write(text)
@@ -83,7 +89,46 @@ def pack_model(sources: list[str], target: str, precision: str = "float32",
             if folder != tmp:                  # one source: its config, with the settings, is saved above
                 member_config.save(os.path.join(folder, CONFIG_FILE))
             _save_weights(generator, os.path.join(folder, GENERATOR_FILE), precision)
+            write_checksums(folder)
     return packed
+
+
+def write_checksums(folder: str) -> dict[str, str]:
+    """Write folder/weights.sha256.json, the SHA-256 of every weights file (*.weights.h5) in `folder`;
+    return it ({file name: hex digest}). Called inside the temporary folder of an atomic write, so the
+    checksums change together with the weights."""
+    checksums = {name: file_sha256(os.path.join(folder, name))
+                 for name in sorted(os.listdir(folder)) if name.endswith(".weights.h5")}
+    with open(os.path.join(folder, CHECKSUM_FILE), "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(checksums, indent=2) + "\n")
+    return checksums
+
+
+def _check_checksum(weights: str, folder: str) -> None:
+    """ConfigError when folder/weights.sha256.json lists `weights` with another SHA-256 (a damaged copy or
+    download). A folder without that file (written before it existed), or a file it does not list, is
+    not checked."""
+    manifest = os.path.join(folder, CHECKSUM_FILE)
+    if not os.path.isfile(manifest):
+        return
+    try:
+        with open(manifest, encoding="utf-8") as handle:
+            checksums = json.load(handle)
+        expected = checksums.get(os.path.basename(weights)) if isinstance(checksums, dict) else None
+        if expected is not None and not isinstance(expected, str):
+            raise ValueError(f"the checksum of {os.path.basename(weights)} is not a string")
+        actual = file_sha256(weights) if expected is not None else None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(f"{manifest}: cannot read the weights' checksums ({_first_line(err)})") from None
+    if expected is not None and actual != expected.lower():
+        raise ConfigError(f"{weights}: weights do not match their checksum (damaged?): SHA-256 {actual[:12]}..., "
+                          f"{CHECKSUM_FILE} says {expected[:12]}...")
+
+
+def _first_line(err: Exception) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def ensemble_of(loaded: list, names: list[str], config: Config | None = None):
@@ -234,13 +279,15 @@ def default_model_path() -> str:
 
 def _load_weights(model, weights: str, folder: str) -> None:
     """Load a weights file of any of WEIGHT_PRECISIONS (Keras casts float16 itself; int8 files are
-    turned back to float32 in a temporary copy first)."""
+    turned back to float32 in a temporary copy first), after checking its checksum (`_check_checksum`).
+    Every failure is a ConfigError naming the file."""
     import tempfile
 
     import h5py
 
     if not os.path.isfile(weights):
         raise ConfigError(f"{folder}: not a model directory (no {os.path.basename(weights)})")
+    _check_checksum(weights, folder)
     try:
         with h5py.File(weights, "r") as source_file:
             quantized = bool(source_file.attrs.get(INT8_FILE, False))
@@ -253,6 +300,7 @@ def _load_weights(model, weights: str, folder: str) -> None:
                 _copy_h5(source_file, target_file, _dequantize)
                 del target_file.attrs[INT8_FILE]
             model.load_weights(restored)
-    except (ValueError, OSError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"{weights}: weights do not fit the model of config.json ({first})") from None
+    # a damaged file fails in h5py (OSError, KeyError) or in Keras (TypeError, ValueError, IndexError...)
+    except (OSError, TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as err:
+        raise ConfigError(f"{weights}: cannot load the weights, the file is damaged or they do not fit the "
+                          f"model of config.json ({type(err).__name__}: {_first_line(err)})") from None

@@ -1,19 +1,26 @@
-"""`python -m svsgan_tf.separate INPUT... --out DIR`: write DIR/<name>/{vocals,accompaniment}.wav."""
+"""`python -m svsgan_tf.separate INPUT... --out DIR`: write DIR/<name>/{vocals,accompaniment}.wav, a chunk at a time."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import errno
 import logging
 import os
 import sys
 
+import numpy as np
+
 from svsgan_tf import cli
+from svsgan_tf.chunking import DEFAULT_CHUNK_SECONDS
 
 logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m svsgan_tf.separate",
-                                     description="Separate vocals and accompaniment of audio files.")
+                                     description="Separate vocals and accompaniment of audio files.",
+                                     epilog=NAMING_RULE)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders (searched recursively)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--model", default=None, help="model directory (default: the shipped pretrained model)")
@@ -21,62 +28,226 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refine the phase with N Griffin-Lim iterations (default 0: mixture phase)")
     parser.add_argument("--wiener", type=int, default=0, metavar="N",
                         help="multichannel Wiener post-filter with N EM iterations (default 0: off)")
+    add_existing_flags(parser)
+    parser.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS, metavar="S",
+                        help="separate long files in chunks of about S seconds (bounds memory; default "
+                             "%(default)g)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     return parser
 
 
-def output_names(files: list[str]) -> list[str]:
-    """One output folder name per input: the file name without extension, made unique."""
-    names, seen = [], {}
-    for path in files:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
-    return names
+def add_existing_flags(parser: argparse.ArgumentParser) -> None:
+    """--overwrite and --skip-existing, for every command that writes OUT/NAME folders."""
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace stems left by an earlier run")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="keep stems left by an earlier run and separate only the other files")
 
 
-def separate_files(separator, files: list[str], out_dir: str, quiet: bool = False,
-                   fatal: tuple[type, ...] = ()) -> list[str]:
-    """Separate each file into out_dir/<name>/{vocals,accompaniment}.wav; return the error lines.
+NAMING_RULE = ("Each input gets OUT/NAME/{vocals,accompaniment}.wav. NAME is the file name without its "
+               "extension for a file given by name, and the path below the folder without the extension "
+               "for a file found in a folder. Inputs whose NAMEs would be equal get the shortest end of "
+               "their paths that tells them apart (song.wav and song.flac; x/song and y/song). An "
+               "existing OUT/NAME is refused unless --overwrite or --skip-existing is given.")
 
-    `separator` is anything with `separate(waveform, sample_rate, source=...)` (a Separator, a TF
-    Serving client). A bad file is reported on one line and skipped; errors of the `fatal` types (a
-    server that cannot be reached) stop the run.
+# output failures that every later file would meet too: the batch stops at the first
+FATAL_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One input file and the name of its output folder below OUT."""
+
+    path: str
+    name: str
+
+
+def plan_jobs(inputs: list[str]) -> list[Job]:
+    """The files named by INPUT arguments (folders searched) and their output names (see NAMING_RULE);
+    a file named twice (the same real path) is separated once. One-line error if there are none."""
+    from svsgan_tf.audio import find_audio_files
+
+    paths, names, seen = [], [], set()
+    for item in inputs:
+        found = find_audio_files([item])
+        if not found:
+            logger.warning("%s: a folder without audio files", item)
+        for path in found:
+            key = os.path.realpath(path)
+            if key in seen:
+                continue
+            seen.add(key)
+            relative = os.path.relpath(path, item) if os.path.isdir(item) else os.path.basename(path)
+            paths.append(path)
+            names.append(os.path.splitext(relative)[0])
+    if not paths:
+        raise cli.SVSGANError(f"{' '.join(inputs)}: no audio files found")
+    return [Job(path, name) for path, name in zip(paths, unique_names(paths, names))]
+
+
+def unique_names(paths: list[str], names: list[str]) -> list[str]:
+    """`names`, where equal ones (compared case-insensitively, as some file systems do) are replaced
+    by the shortest end of their absolute paths that tells them all apart: the file name with its
+    extension, then one parent folder without and with the extension, then two, and so on."""
+    groups: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        groups.setdefault(name.lower(), []).append(index)
+    result = list(names)
+    for indices in groups.values():
+        if len(indices) == 1:
+            continue
+        parts = {i: os.path.abspath(paths[i]).split(os.sep) for i in indices}
+        for level in range(1, 2 * max(len(p) for p in parts.values())):
+            candidates = {i: candidate_name(parts[i], level) for i in indices}
+            if len({c.lower() for c in candidates.values()}) == len(indices):
+                break
+        for i, candidate in candidates.items():
+            result[i] = candidate
+    return result
+
+
+def candidate_name(parts: list[str], level: int) -> str:
+    """Level 1: the file name; 2: its folder / the name without the extension; 3: with it; 4: two
+    folders and the name without the extension; and so on."""
+    depth, with_extension = (level + 2) // 2, level % 2 == 1
+    name = parts[-1] if with_extension else os.path.splitext(parts[-1])[0]
+    return os.path.join(*parts[max(0, len(parts) - depth):-1], name)
+
+
+def check_output_folder(out_dir: str) -> None:
+    """Create OUT; OutputError (one line: not a directory, permission denied, ...) if it is unusable."""
+    from svsgan_tf.io_utils import output_error
+
+    try:
+        if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), out_dir)
+        os.makedirs(out_dir, exist_ok=True)
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), out_dir)
+    except OSError as err:
+        raise OutputError(output_error(out_dir, err)) from None
+
+
+class OutputError(Exception):
+    """An output path that cannot be written; the message is one line."""
+
+
+def write_error(folder: str, target: str, err: Exception) -> OSError:
+    """The OSError (naming `target`) behind libsndfile's "System error." while writing into `folder`: a
+    full disk when no block is left there, an I/O error otherwise."""
+    try:
+        stats = os.statvfs(folder)
+        full = stats.f_bavail * stats.f_frsize < 65536
+    except OSError:
+        full = False
+    code = errno.ENOSPC if full else errno.EIO
+    return OSError(code, os.strerror(code) if full else f"cannot write audio ({err})", target)
+
+
+def separate_file(separator, job: Job, out_dir: str, protect: tuple[str, ...] = (), overwrite: bool = False) -> str:
+    """Separate `job.path` into out_dir/job.name/{vocals,accompaniment}.wav; return that folder.
+
+    The input is read and the stems are written a chunk at a time (separator.chunk_layout), into a
+    temporary folder beside the target that replaces it only when both stems are complete.
+
+    Raises:
+        SVSGANError for a bad input or a target folder that exists (without `overwrite`) or holds an
+        input listed in `protect`; OSError when the output cannot be written.
+    """
+    import soundfile as sf
+
+    from svsgan_tf.audio import open_audio, write_options
+    from svsgan_tf.config import TARGETS
+    from svsgan_tf.errors import AudioError
+    from svsgan_tf.io_utils import atomic_directory, fsync_file
+    from svsgan_tf.separator import separate_stream
+
+    folder = os.path.join(out_dir, job.name)
+    real_folder = os.path.realpath(folder)
+    for source in protect:
+        if os.path.realpath(source).startswith(real_folder + os.sep):
+            raise AudioError(source, f"refusing to overwrite an input file (it lies in the output folder {folder})")
+    if os.path.lexists(folder) and not overwrite:
+        raise cli.SVSGANError(f"{folder}: exists, from an earlier run; pass --overwrite to replace it or "
+                              "--skip-existing to keep it")
+    with open_audio(job.path) as reader, atomic_directory(folder) as tmp:
+        def read(start: int, stop: int):
+            try:
+                reader.seek(start)
+                return reader.read(stop - start, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as err:
+                raise AudioError(job.path, f"cannot decode audio at sample {start} ({err})") from None
+
+        paths = {target: os.path.join(tmp, f"{target}.wav") for target in TARGETS}
+        writers = {}
+        try:
+            for target, path in paths.items():
+                writers[target] = sf.SoundFile(path, "w", channels=reader.channels,
+                                               **write_options(path, reader.samplerate))
+            for blocks in separate_stream(separator, read, reader.frames, reader.channels, reader.samplerate,
+                                          job.path):
+                for target, block in blocks.items():
+                    writers[target].write(np.clip(block, -1.0, 1.0))
+            for target in TARGETS:
+                writers.pop(target).close()
+        except sf.LibsndfileError as err:
+            raise write_error(tmp, folder, err) from None
+        finally:
+            for writer in writers.values():
+                with contextlib.suppress(Exception):
+                    writer.close()
+        for path in paths.values():
+            fsync_file(path)
+    return folder
+
+
+def separate_files(separator, jobs: list[Job], out_dir: str, quiet: bool = False,
+                   fatal: tuple[type, ...] = (), overwrite: bool = False, skip_existing: bool = False) -> list[str]:
+    """Separate each job into out_dir/<name>/{vocals,accompaniment}.wav; return the error lines.
+
+    `separator` is anything `separate_stream` takes (a Separator, a TF Serving client). A bad file or an
+    output that cannot be written is reported on one line and the next file is tried; errors of the
+    `fatal` types (a server that cannot be reached) and a full or read-only disk stop the batch.
+    Temporary files that a killed run left in out_dir are removed first.
     """
     from tqdm import tqdm
 
-    from svsgan_tf.audio import load_audio, write_audio
+    from svsgan_tf.config import TARGETS
     from svsgan_tf.errors import SVSGANError
+    from svsgan_tf.io_utils import output_error, remove_stale_temporaries
 
+    check_output_folder(out_dir)
+    for path in remove_stale_temporaries(out_dir):
+        logger.warning("removed %s, left by a killed run", path)
+    protect = tuple(job.path for job in jobs)
     errors = []
-    for path, name in tqdm(list(zip(files, output_names(files))), desc="separating", unit="file",
-                           disable=quiet):
+    for index, job in enumerate(tqdm(jobs, desc="separating", unit="file", disable=quiet)):
+        folder = os.path.join(out_dir, job.name)
+        if skip_existing and all(os.path.isfile(os.path.join(folder, f"{t}.wav")) for t in TARGETS):
+            logger.info("%s: kept (--skip-existing)", folder)
+            continue
+        message, stop = None, False
         try:
-            waveform, rate = load_audio(path)
-            stems = separator.separate(waveform, rate, source=path)
-            for target, audio in stems.items():
-                write_audio(os.path.join(out_dir, name, f"{target}.wav"), audio, rate, protect=tuple(files))
+            separate_file(separator, job, out_dir, protect, overwrite or skip_existing)
         except SVSGANError as err:
             if isinstance(err, fatal):
                 raise
-            errors.append(f"error: {err}")
-            tqdm.write(errors[-1], file=sys.stderr)
+            message = f"error: {err}"
+        except OSError as err:
+            message = f"error: {output_error(getattr(err, 'filename', None) or folder, err)}"
+            stop = err.errno in FATAL_ERRNOS
+        if message:
+            errors.append(message)
+            tqdm.write(message, file=sys.stderr)
+        if stop:
+            errors += [f"error: {later.path}: not tried" for later in jobs[index + 1:]]
+            break
     return errors
 
 
-def input_files(inputs: list[str]) -> list[str]:
-    """The audio files named by INPUT arguments (folders searched); a one-line error if there are none."""
-    from svsgan_tf.audio import find_audio_files
-
-    files = find_audio_files(inputs)
-    if not files:
-        raise cli.SVSGANError(f"{' '.join(inputs)}: no audio files found")
-    return files
-
-
-def report(files: list[str], errors: list[str], out_dir: str) -> int:
+def report(jobs: list, errors: list[str], out_dir: str) -> int:
     """Print how many files were separated; exit code 1 if any failed."""
-    print(f"separated {len(files) - len(errors)} of {len(files)} files into {os.path.abspath(out_dir)}")
+    print(f"separated {len(jobs) - len(errors)} of {len(jobs)} files into {os.path.abspath(out_dir)}")
     return 1 if errors else 0
 
 
@@ -86,13 +257,23 @@ def main(argv: list[str] | None = None) -> int:
         raise cli.SVSGANError("--griffin-lim and --wiener: must be >= 0")
     if args.griffin_lim and args.wiener:
         raise cli.SVSGANError("--griffin-lim and --wiener: choose one phase/post-processing method")
-    files = input_files(args.inputs)
+    if args.chunk_seconds <= 0:
+        raise cli.SVSGANError(f"--chunk-seconds {args.chunk_seconds:g}: must be > 0")
+    jobs = plan_jobs(args.inputs)
+    try:
+        check_output_folder(args.out)
+    except OutputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     cli.start_tensorflow(args.quiet)
     from svsgan_tf.model_io import default_model_path
     from svsgan_tf.separator import Separator
 
-    separator = Separator.from_directory(args.model or default_model_path(), args.griffin_lim, args.wiener)
-    return report(files, separate_files(separator, files, args.out, args.quiet), args.out)
+    separator = Separator.from_directory(args.model or default_model_path(), args.griffin_lim, args.wiener,
+                                         chunk_seconds=args.chunk_seconds)
+    errors = separate_files(separator, jobs, args.out, args.quiet, overwrite=args.overwrite,
+                            skip_existing=args.skip_existing)
+    return report(jobs, errors, args.out)
 
 
 def run() -> None:

@@ -52,7 +52,8 @@ def test_train_then_separate_files_and_folders(trained, tmp_path):
     result = run("svsgan_tf.separate", songs, single, "--out", out, "--model", trained)
     assert result.returncode == 0, result.stderr
     assert "separated 3 of 3" in result.stdout
-    for name, rate, channels in (("one", 8000, 2), ("two", 8000, 2), ("single", 16000, 1)):
+    # a file found in a folder keeps its path below that folder
+    for name, rate, channels in (("one", 8000, 2), ("album/two", 8000, 2), ("single", 16000, 1)):
         vocals, vocals_rate = sf.read(out / name / "vocals.wav", always_2d=True)
         accompaniment, _ = sf.read(out / name / "accompaniment.wav", always_2d=True)
         assert vocals_rate == rate and vocals.shape[1] == channels

@@ -71,8 +71,11 @@ def test_evaluate_cli_writes_summary_tables_and_figures(tiny_model_dir, tmp_path
     out = tmp_path / "eval"
     result = run("svsgan_tf.evaluate", "--data", data, "--subset", "none", "--model", tiny_model_dir,
                  "--out", out, "--quiet")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr                # a skipped track fails the run...
     assert "Traceback" not in result.stderr and "broken" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: skipped 1 of 3 tracks (1 cannot decode audio); the results cover the other 2; "
+                      "exit code 1 (--allow-skips accepts skips)"], result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["tracks"]) == {"song4", "song5"}
     assert set(summary["median"]) == {"vocals", "accompaniment"}
@@ -84,9 +87,56 @@ def test_evaluate_cli_writes_summary_tables_and_figures(tiny_model_dir, tmp_path
     assert (out / "vocals_sdr.png").stat().st_size > 0 and (out / "spectrogram.png").stat().st_size > 0
     held_out = tmp_path / "eval_held_out"
     result = run("svsgan_tf.evaluate", "--data", data, "--subset", "none", "--model", tiny_model_dir,
-                 "--out", held_out, "--held-out", "1", "--quiet")
-    assert result.returncode == 0, result.stderr
+                 "--out", held_out, "--held-out", "1", "--quiet", "--allow-skips")
+    assert result.returncode == 0, result.stderr                # ...unless skips are allowed
+    assert "warning: skipped 1 of 2 tracks (1 cannot decode audio)" in result.stderr
     assert set(json.loads((held_out / "summary.json").read_text())["tracks"]) == {"song5"}
+
+
+def test_skipped_tracks_are_counted_by_problem_in_one_line():
+    from svsgan_tf.evaluate import skipped_line
+
+    skipped = ["a/vocals.wav: cannot decode audio (Error opening 'a/vocals.wav': Format not recognised.)",
+               "b: stems differ in length (100 to 200 samples, e.g. vocals.wav)",
+               "c/mix.wav: cannot decode audio (System error.)"]
+    assert skipped_line(skipped, 25, 22) == ("skipped 3 of 25 tracks (2 cannot decode audio; 1 stems differ in "
+                                             "length); the results cover the other 22")
+
+
+@pytest.mark.parametrize("where, problem", [("file", "not a directory"), ("under_file", "not a directory"),
+                                            ("proc", "no such file or directory")])
+def test_an_unusable_out_folder_is_one_line_and_exit_1_before_anything_runs(tmp_path, where, problem):
+    from tests.test_cli import assert_one_line_error
+
+    (tmp_path / "file").write_text("x")
+    out = {"file": tmp_path / "file", "under_file": tmp_path / "file" / "eval",
+           "proc": "/proc/svsgan-evaluate-out"}[where]
+    result = run("svsgan_tf.evaluate", "--data", tmp_path / "no-data", "--out", out, "--quiet")
+    assert result.returncode == 1
+    assert_one_line_error(result, f"{out}: {problem}")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_a_full_disk_while_writing_is_one_line_and_exit_1(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from svsgan_tf import evaluate, io_utils
+
+    t = make_track(6, duration=2.0, sample_rate=8000)
+    (tmp_path / "data" / "song6").mkdir(parents=True)
+    sf.write(tmp_path / "data" / "song6" / "mixture.wav", t.mixture, 8000)
+    sf.write(tmp_path / "data" / "song6" / "vocals.wav", t.vocals, 8000)
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(io_utils, "atomic_write_text", full)
+    out = tmp_path / "eval"
+    code = evaluate.main(["--data", str(tmp_path / "data"), "--subset", "none", "--model", tiny_model_dir,
+                          "--out", str(out), "--quiet"])
+    assert code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {out / 'museval' / 'song6.json'}: no space left on device"]
 
 
 def test_global_sdr_against_its_definition():
