@@ -12,7 +12,6 @@ restarts each request a warm-up before the join.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -22,21 +21,16 @@ import numpy as np
 from svsgan_tf import cli
 from svsgan_tf.chunking import DEFAULT_CROSSFADE_SECONDS, ChunkLayout, minimum_chunk
 from svsgan_tf.config import TARGETS
-from svsgan_tf.errors import AudioError, SVSGANError
+from svsgan_tf.errors import AudioError, ServingError
+from svsgan_tf.export import INFO_SIGNATURE, WAVEFORM_SIGNATURE
 
 logger = logging.getLogger(__name__)
 
-WAVEFORM_SIGNATURE = "serving_default"
-INFO_SIGNATURE = "model_info"
 DEFAULT_SERVER = "localhost:8500"
 DEFAULT_MAX_REQUEST_MB = 4.0           # gRPC's default message limit
 DEFAULT_CROSSFADE_MS = 1000 * DEFAULT_CROSSFADE_SECONDS
 DEFAULT_TIMEOUT_S = 60.0
 REQUEST_OVERHEAD_BYTES = 4096          # model spec, names and tensor header around the samples
-
-
-class ServingError(SVSGANError):
-    """The server cannot be used: down, too slow, unknown model or signature, request refused."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +45,7 @@ class ModelInfo:
     min_samples: int
     config_json: str = field(repr=False)
     signatures: tuple[str, ...]
-    margin_samples: int | None = None      # the model's chunk context (exports since chunked separation)
+    margin_samples: int | None = None      # the model's chunk context (Separator.chunk_context)
     align_samples: int | None = None
 
 
@@ -190,14 +184,12 @@ class SeparationClient:
 
     def chunk_context(self) -> tuple[int, int]:
         """(margin, align) at the model's rate, as the export's `model_info` states them (see
-        Separator.chunk_context); for older exports, derived from the config they carry."""
+        Separator.chunk_context); ServingError for an export made before they were published."""
         info = self.info()
-        if info.margin_samples is not None and info.align_samples is not None:
-            return info.margin_samples, info.align_samples
-        config = json.loads(info.config_json)
-        reach = (config.get("model", {}).get("context_frames", 0)
-                 + config.get("separation", {}).get("mask_smoothing", 1) // 2)
-        return info.n_fft + reach * info.hop_length, info.hop_length
+        if info.margin_samples is None or info.align_samples is None:
+            raise ServingError(f"{self.server}: model {self.model_name!r}: its model_info gives no chunk context "
+                               "(margin_samples); export it again with `python -m svsgan_tf.export`")
+        return info.margin_samples, info.align_samples
 
     def chunk_layout(self, nb_channels: int) -> ChunkLayout:
         """How audio of `nb_channels` channels is cut into requests, at the model's rate: the longest

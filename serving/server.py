@@ -5,16 +5,23 @@ speaks the same protocol for what svsgan_tf uses: PredictionService.Predict and 
 ModelService.GetModelStatus (Classify, Regress, MultiInference answer UNIMPLEMENTED). Like the real
 server it serves the newest numeric version folder under each model base path. It loads each model once
 and keeps its signatures (no reload, no retracing per request), checks every request against the
-signature before running it, and answers with these gRPC status codes:
+signature before allocating anything for it, and answers with these gRPC status codes:
 
     unknown model, version or version label                NOT_FOUND
     unknown signature                                      NOT_FOUND (the real server: FAILED_PRECONDITION)
     missing or extra input, wrong dtype, rank or shape,
-    unparsable tensor, unknown output_filter name,
+    a tensor whose values do not fill its declared shape
+    (more or fewer than it declares; no data at all),
+    unknown output_filter name,
     bad values the graph rejects (too-short audio, NaN)    INVALID_ARGUMENT
-    message over --max_message_mb, or a tensor whose
-    declared shape needs more bytes than that              RESOURCE_EXHAUSTED
+    message over --max_message_mb, waveform over
+    --max_channels or --max_samples                        RESOURCE_EXHAUSTED
     any other failure while running                        INTERNAL
+
+Memory stays bounded: at most --max_concurrent_runs signatures run at once, a waveform longer than
+--chunk_seconds is separated in chunks joined with svsgan_tf.chunking (on the chunk context that the
+export's model_info states; exports without it are separated in one piece), and freed heap memory is
+handed back to the system after every TRIM_EVERY_BYTES of requests and responses (glibc malloc_trim).
 
 It listens on 127.0.0.1 unless --host says otherwise (the real server listens on every interface).
 """
@@ -22,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import functools
 import logging
 import math
 import os
@@ -33,15 +42,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from svsgan_tf import cli
+from svsgan_tf.chunking import DEFAULT_CHUNK_SECONDS, ChunkJoiner, ChunkLayout, separation_layout
 from svsgan_tf.errors import ConfigError
+from svsgan_tf.export import INFO_SIGNATURE, WAVEFORM_SIGNATURE
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8500
 DEFAULT_MAX_MESSAGE_MB = 64.0
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = WAVEFORM_SIGNATURE
+WAVEFORM_INPUT = "waveform"                   # the (nb_channels, nb_samples) input of WAVEFORM_SIGNATURE
+DEFAULT_MAX_SAMPLES = 30 * 60 * 44100         # per channel: 30 minutes at 44.1 kHz
+DEFAULT_MAX_CHANNELS = 8
+DEFAULT_MAX_CONCURRENT_RUNS = 2
+TRIM_EVERY_BYTES = 32 * 2 ** 20               # requests + responses handled between two malloc_trim calls
 SERVE_TAG = "serve"
+# the repeated field holding a TensorProto's values when it has no tensor_content (see tf.make_ndarray)
+VALUE_FIELDS = {"float32": "float_val", "float64": "double_val", "int32": "int_val", "int16": "int_val",
+                "int8": "int_val", "uint8": "int_val", "uint16": "int_val", "int64": "int64_val",
+                "uint32": "uint32_val", "uint64": "uint64_val", "bool": "bool_val", "string": "string_val",
+                "float16": "half_val", "bfloat16": "half_val", "complex64": "scomplex_val",
+                "complex128": "dcomplex_val"}
 
 
 class RequestError(Exception):
@@ -51,6 +73,19 @@ class RequestError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may declare, checked before anything is allocated for it.
+
+    max_message_bytes: the largest request gRPC accepts (--max_message_mb); max_samples and
+    max_channels: the largest (nb_channels, nb_samples) WAVEFORM_INPUT of WAVEFORM_SIGNATURE.
+    """
+
+    max_message_bytes: int = int(DEFAULT_MAX_MESSAGE_MB * 2 ** 20)
+    max_samples: int = DEFAULT_MAX_SAMPLES
+    max_channels: int = DEFAULT_MAX_CHANNELS
 
 
 @dataclass
@@ -77,6 +112,7 @@ class Servable:
     signatures: dict
     signature_defs: dict
     saved_model: Any            # the loaded object; holds the variables the functions read
+    chunk_layout: ChunkLayout | None = None     # how WAVEFORM_SIGNATURE cuts long audio; None: never
 
 
 def newest_version(base_path: str) -> tuple[int, str]:
@@ -91,8 +127,9 @@ def newest_version(base_path: str) -> tuple[int, str]:
     return versions[-1], os.path.join(base_path, str(versions[-1]))
 
 
-def load_servable(name: str, base_path: str) -> Servable:
-    """Load the newest version under `base_path` once, with its signatures and SignatureDefs."""
+def load_servable(name: str, base_path: str, chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> Servable:
+    """Load the newest version under `base_path` once, with its signatures and SignatureDefs, and the
+    layout that cuts waveforms longer than `chunk_seconds` (see `waveform_chunk_layout`)."""
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -113,9 +150,28 @@ def load_servable(name: str, base_path: str) -> Servable:
         _, inputs = function.structured_input_signature
         signatures[key] = Signature(key, function, dict(inputs), dict(function.structured_outputs))
     signature_defs = {key: meta_graph.signature_def[key] for key in signatures if key in meta_graph.signature_def}
-    logger.info("loaded model %s version %d from %s: signatures %s", name, version, path,
-                ", ".join(sorted(signatures)))
-    return Servable(name, version, path, signatures, signature_defs, loaded)
+    layout = waveform_chunk_layout(signatures, chunk_seconds)
+    logger.info("loaded model %s version %d from %s: signatures %s; %s", name, version, path,
+                ", ".join(sorted(signatures)),
+                f"waveforms longer than {layout.chunk} samples are separated in chunks" if layout
+                else "waveforms are separated in one piece (model_info states no chunk context)")
+    return Servable(name, version, path, signatures, signature_defs, loaded, layout)
+
+
+def waveform_chunk_layout(signatures: dict, chunk_seconds: float) -> ChunkLayout | None:
+    """How WAVEFORM_SIGNATURE cuts audio, at the model's rate: chunking.separation_layout on the
+    `margin_samples` / `align_samples` that INFO_SIGNATURE states, as the Separator cuts it; None when
+    the model has no such signatures or outputs (older exports)."""
+    import tensorflow as tf
+
+    if WAVEFORM_SIGNATURE not in signatures or INFO_SIGNATURE not in signatures:
+        return None
+    info = signatures[INFO_SIGNATURE]
+    if not {"margin_samples", "align_samples", "sample_rate"} <= set(info.outputs):
+        return None
+    values = info.function(nb_samples=tf.constant(0, tf.int64))
+    margin, align, rate = (int(values[key]) for key in ("margin_samples", "align_samples", "sample_rate"))
+    return separation_layout(margin, align, rate, chunk_seconds).check()
 
 
 def models_from_config_file(path: str) -> list[tuple[str, str]]:
@@ -167,15 +223,14 @@ def graph_error_message(err) -> str:
     return (lines[0] if lines else type(err).__name__).split(" [[")[0].split("\t [[")[0]
 
 
-def parse_inputs(signature: Signature, request, max_tensor_bytes: int) -> dict:
+def parse_inputs(signature: Signature, request, limits: Limits = Limits()) -> dict:
     """Check a PredictRequest's inputs against `signature`; return {alias: np.ndarray}.
 
-    Raises RequestError: INVALID_ARGUMENT for a missing or extra input, a wrong dtype, rank or static
-    dimension, or a tensor that does not parse; RESOURCE_EXHAUSTED for a declared shape whose size
-    exceeds `max_tensor_bytes` (checked before any memory is allocated for it).
+    Raises RequestError, before any memory is allocated for a tensor: INVALID_ARGUMENT for a missing
+    or extra input, a wrong dtype, rank or static dimension, or values that do not fill the declared
+    shape exactly (see `check_payload`); RESOURCE_EXHAUSTED for a waveform over `limits`.
     """
     import grpc
-    import tensorflow as tf
 
     invalid = grpc.StatusCode.INVALID_ARGUMENT
     sent, expected = set(request.inputs), set(signature.inputs)
@@ -197,29 +252,79 @@ def parse_inputs(signature: Signature, request, max_tensor_bytes: int) -> dict:
         if (len(dims) != len(wanted) or any(d < 0 for d in dims)
                 or any(w is not None and w != d for w, d in zip(wanted, dims))):
             raise RequestError(invalid, f"{where}: expected shape {_shape_text(wanted)}, got {_shape_text(dims)}")
-        item_bytes = 1 if spec.dtype == tf.string else spec.dtype.size
-        nb_bytes = math.prod(dims) * item_bytes
-        if nb_bytes > max_tensor_bytes:
-            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"{where}: shape {_shape_text(dims)} needs {nb_bytes} bytes, more than "
-                               f"this server's limit of {max_tensor_bytes} bytes (--max_message_mb)")
+        content = proto.tensor_content           # a copy at each access: read once
+        check_payload(proto, content, dims, where)
+        if signature.name == WAVEFORM_SIGNATURE and alias == WAVEFORM_INPUT and len(dims) == 2:
+            check_waveform_limits(dims, limits, where)
         try:
-            arrays[alias] = _to_array(proto, spec.dtype, dims, nb_bytes)
+            arrays[alias] = _to_array(proto, content, spec.dtype, dims)
         except (ValueError, TypeError) as err:
             raise RequestError(invalid, f"{where}: tensor parsing error ({_first_line(err)})") from None
     return arrays
 
 
-def _to_array(proto, dtype, dims: list[int], nb_bytes: int):
-    """The array of a checked TensorProto; a read-only view of `tensor_content` when it has one (no copy)."""
+def check_payload(proto, content: bytes, dims: list[int], where: str) -> None:
+    """INVALID_ARGUMENT unless the TensorProto `proto` (its `tensor_content` given as `content`) carries
+    exactly the prod(dims) values its shape declares, in tensor_content or in its dtype's repeated field
+    (float_val, ...), not both; a scalar may carry none (TensorFlow reads it as 0). tf.make_ndarray
+    would fill any shortfall with zeros or with copies of the last value, a 40-byte request becoming
+    gigabytes: refused instead, before anything is allocated."""
+    import grpc
+    import tensorflow as tf
+
+    def refuse(carried: str):
+        return RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"{where}: declared shape {_shape_text(dims)}, {declared} {dtype} values, "
+                            f"but the tensor carries {carried}")
+
+    declared = math.prod(dims)
+    dtype = _dtype_name(proto.dtype)
+    field = VALUE_FIELDS.get(dtype)
+    if field is None:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: dtype {dtype} is not supported")
+    present = {f.name: len(values) for f, values in proto.ListFields() if f.name.endswith("_val")}
+    if set(present) - {field}:
+        raise refuse(f"values in {', '.join(sorted(present))} (a {dtype} tensor has them in tensor_content "
+                     f"or {field})")
+    if content and present:
+        raise refuse(f"values in both tensor_content and {field}")
+    if content:
+        if field == "string_val":
+            raise refuse("tensor_content (a string tensor has its values in string_val)")
+        item_bytes = tf.dtypes.as_dtype(proto.dtype).size
+        if len(content) != declared * item_bytes:
+            raise refuse(f"{len(content)} bytes of tensor_content, {declared * item_bytes} expected")
+        return
+    per_value = 2 if field in ("scomplex_val", "dcomplex_val") else 1      # real and imaginary parts
+    carried = present.get(field, 0)
+    if carried != declared * per_value and not (not dims and carried == 0):
+        raise refuse(f"{carried} in {field} and no tensor_content" if carried
+                     else f"no values (empty tensor_content and {field})")
+
+
+def check_waveform_limits(dims: list[int], limits: Limits, where: str) -> None:
+    """RESOURCE_EXHAUSTED for a (nb_channels, nb_samples) waveform over `limits`."""
+    import grpc
+
+    nb_channels, nb_samples = dims
+    if nb_channels > limits.max_channels:
+        raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"{where}: {nb_channels} channels, more than this server's limit of "
+                           f"{limits.max_channels} (--max_channels)")
+    if nb_samples > limits.max_samples:
+        raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"{where}: {nb_samples} samples per channel, more than this server's limit of "
+                           f"{limits.max_samples} (--max_samples)")
+
+
+def _to_array(proto, content: bytes, dtype, dims: list[int]):
+    """The array of a TensorProto that passed `check_payload`; a read-only view of its `tensor_content`,
+    `content`, when it has one (no copy)."""
     import numpy as np
     import tensorflow as tf
 
-    content = proto.tensor_content
     if not content or dtype == tf.string:
         return tf.make_ndarray(proto)
-    if len(content) != nb_bytes:
-        raise ValueError(f"tensor_content has {len(content)} bytes, shape {_shape_text(dims)} needs {nb_bytes}")
     return np.frombuffer(content, dtype.as_numpy_dtype).reshape(dims)
 
 
@@ -239,10 +344,10 @@ def _fill_tensor(target, value) -> None:
     target.tensor_content = np.ascontiguousarray(value).tobytes()
 
 
-def run_signature(signature: Signature, arrays: dict, output_filter) -> dict:
-    """Run `signature` on checked inputs; return {alias: np.ndarray} for the requested outputs."""
+def output_names(signature: Signature, output_filter) -> list[str]:
+    """The outputs a request asks for (all of them for an empty output_filter); INVALID_ARGUMENT for an
+    unknown or repeated name."""
     import grpc
-    import tensorflow as tf
 
     names = list(output_filter) or sorted(signature.outputs)
     for name in names:
@@ -252,9 +357,20 @@ def run_signature(signature: Signature, arrays: dict, output_filter) -> dict:
                                f"outputs are {{{', '.join(sorted(signature.outputs))}}}")
     if len(set(names)) != len(names):
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "duplicate output tensor alias in output_filter")
+    return names
+
+
+def call_signature(signature: Signature, arrays: dict, names: list[str]) -> dict:
+    """One call of `signature` on checked inputs: {alias: np.ndarray} -> {name: np.ndarray} for `names`;
+    TensorFlow's errors become RequestError."""
+    import grpc
+    import numpy as np
+    import tensorflow as tf
+
     try:
         outputs = signature.function(**{alias: tf.constant(value) for alias, value in arrays.items()})
-        return {name: outputs[name].numpy() for name in names}
+        # np.asarray: a read-only view of each tensor's buffer (Tensor.numpy() would copy it)
+        return {name: np.asarray(outputs[name]) for name in names}
     except tf.errors.InvalidArgumentError as err:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, graph_error_message(err)) from None
     except tf.errors.ResourceExhaustedError as err:
@@ -262,6 +378,81 @@ def run_signature(signature: Signature, arrays: dict, output_filter) -> dict:
     except tf.errors.OpError as err:
         logger.error("signature %s failed: %s", signature.name, err)
         raise RequestError(grpc.StatusCode.INTERNAL, graph_error_message(err)) from None
+
+
+def run_signature(signature: Signature, arrays: dict, output_filter, layout: ChunkLayout | None = None,
+                  is_active=None) -> dict:
+    """Run `signature` on checked inputs; return {alias: np.ndarray} for the requested outputs.
+
+    A WAVEFORM_SIGNATURE waveform longer than `layout.chunk` is separated chunk by chunk (see
+    `run_in_chunks`); `is_active()` false between two chunks (the client is gone) stops with CANCELLED.
+    """
+    names = output_names(signature, output_filter)
+    waveform = arrays.get(WAVEFORM_INPUT)
+    if (layout is None or signature.name != WAVEFORM_SIGNATURE or len(arrays) != 1 or waveform is None
+            or waveform.shape[1] <= layout.chunk):
+        return call_signature(signature, arrays, names)
+    return run_in_chunks(signature, waveform, names, layout, is_active)
+
+
+def run_in_chunks(signature: Signature, waveform, names: list[str], layout: ChunkLayout, is_active=None) -> dict:
+    """Separate a long waveform in the chunks of `layout.plan` and join them with ChunkJoiner.
+
+    Args:
+        waveform: (nb_channels, nb_samples) float32.
+        names: outputs to return, each (nb_channels, nb_samples) float32 (the stems).
+    Returns:
+        {name: (nb_channels, nb_samples) float32}; equal to one call on the whole waveform to float
+        rounding when `layout` holds the model's chunk context. Memory beyond the input and the
+        outputs is that of one chunk.
+    """
+    import grpc
+    import numpy as np
+
+    nb_channels, nb_samples = waveform.shape
+    plan = layout.plan(nb_samples)
+    joiners = {name: ChunkJoiner(plan, layout.margin, layout.crossfade) for name in names}
+    stems = {name: np.empty((nb_channels, nb_samples), np.float32) for name in names}
+    done = 0
+    for start, stop in plan:
+        if is_active is not None and not is_active():
+            raise RequestError(grpc.StatusCode.CANCELLED, "the client cancelled or its deadline passed")
+        outputs = call_signature(signature, {WAVEFORM_INPUT: waveform[:, start:stop]}, names)
+        for name in names:
+            if outputs[name].shape != (nb_channels, stop - start):
+                raise RequestError(grpc.StatusCode.INTERNAL,
+                                   f"output {name!r} of signature {signature.name!r} is "
+                                   f"{_shape_text(outputs[name].shape)} for a chunk of "
+                                   f"{_shape_text((nb_channels, stop - start))}: it cannot be separated in chunks")
+            block = joiners[name].push(outputs[name].T)
+            stems[name][:, done:done + block.shape[0]] = block.T
+        done += block.shape[0]
+    for name in names:
+        stems[name][:, done:] = joiners[name].finish().T
+    logger.info("%s: %d channels x %d samples separated in %d chunks of at most %d samples",
+                signature.name, nb_channels, nb_samples, len(plan), layout.chunk)
+    return stems
+
+
+@functools.lru_cache(maxsize=None)
+def _malloc_trim():
+    """glibc's malloc_trim(size_t pad), or None where the C library has none (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def release_memory() -> bool:
+    """Hand the heap memory that is free back to the system (glibc `malloc_trim(0)`: TensorFlow's and
+    protobuf's large buffers otherwise stay in the process once freed); False where unavailable."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 def _find_servable(servables: dict, model_spec) -> Servable:
@@ -305,19 +496,33 @@ def _respond(context, handler, what: str):
     context.abort(error.code, error.message)
 
 
-def make_servicers(servables: dict, max_tensor_bytes: int, max_concurrent_runs: int | None = None):
+def make_servicers(servables: dict, limits: Limits = Limits(),
+                   max_concurrent_runs: int | None = DEFAULT_MAX_CONCURRENT_RUNS):
     """(PredictionServiceServicer, ModelServiceServicer) over the loaded `servables`.
 
-    At most `max_concurrent_runs` signatures run at once (None: no limit); further requests wait their
-    turn. More parallel runs than cores only share the same cores, while each run holds its inputs,
-    spectrograms and outputs in memory: the limit bounds memory (on 2 cores, 8 clients got no fewer
-    requests per second with a limit of 2 than without one).
+    Requests are checked against `limits` before anything is allocated for them. At most
+    `max_concurrent_runs` signatures run at once (None: no limit); further requests wait their turn,
+    holding only their message. More parallel runs than cores only share the same cores, while each run
+    holds its inputs, spectrograms and outputs in memory: the limit bounds memory (on 2 cores, 8
+    clients got no fewer requests per second with a limit of 2 than without one). After every
+    TRIM_EVERY_BYTES of requests and responses, `release_memory` runs once the RPC is over.
     """
     import grpc
     from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                          predict_pb2, prediction_service_pb2_grpc)
 
     runs = threading.BoundedSemaphore(max_concurrent_runs) if max_concurrent_runs else contextlib.nullcontext()
+    handled = {"bytes": 0}                  # since the last release_memory
+    handled_lock = threading.Lock()
+
+    def count_bytes(context, nb_bytes: int) -> None:
+        with handled_lock:
+            handled["bytes"] += nb_bytes
+            due = handled["bytes"] >= TRIM_EVERY_BYTES
+            if due:
+                handled["bytes"] = 0
+        if due:
+            context.add_callback(release_memory)
 
     class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         """Predict and GetModelMetadata over the loaded servables."""
@@ -331,15 +536,24 @@ def make_servicers(servables: dict, max_tensor_bytes: int, max_concurrent_runs: 
                     raise RequestError(grpc.StatusCode.NOT_FOUND,
                                        f"Serving signature key \"{name}\" not found; model {servable.name} has "
                                        f"{', '.join(sorted(servable.signatures))}")
-                with runs:
-                    if not context.is_active():
-                        raise RequestError(grpc.StatusCode.CANCELLED, "the client cancelled or its deadline passed")
-                    arrays = parse_inputs(signature, request, max_tensor_bytes)
-                    outputs = run_signature(signature, arrays, request.output_filter)
+                try:
+                    with runs:
+                        if not context.is_active():
+                            raise RequestError(grpc.StatusCode.CANCELLED,
+                                               "the client cancelled or its deadline passed")
+                        arrays = parse_inputs(signature, request, limits)
+                        outputs = run_signature(signature, arrays, request.output_filter, servable.chunk_layout,
+                                                context.is_active)
+                        del arrays
+                finally:
+                    count_bytes(context, request.ByteSize())         # refused or failed requests too
                 response = predict_pb2.PredictResponse()
                 _fill_model_spec(response.model_spec, servable, name)
-                for alias, value in outputs.items():
+                for alias in list(outputs):
+                    value = outputs.pop(alias)           # each array freed once copied into the response
                     _fill_tensor(response.outputs[alias], value)
+                    del value
+                count_bytes(context, response.ByteSize())
                 return response
 
             return _respond(context, handle, f"Predict({request.model_spec.name})")
@@ -382,22 +596,22 @@ def make_servicers(servables: dict, max_tensor_bytes: int, max_concurrent_runs: 
 
 
 def build_server(servables: dict, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 max_message_bytes: int = int(DEFAULT_MAX_MESSAGE_MB * 2 ** 20), max_threads: int = 16,
-                 max_concurrent_runs: int | None = None):
+                 limits: Limits = Limits(), max_threads: int = 16,
+                 max_concurrent_runs: int | None = DEFAULT_MAX_CONCURRENT_RUNS):
     """A grpc.Server for `servables`, not started yet; returns (server, bound port).
 
-    Requests larger than `max_message_bytes` are refused by gRPC with RESOURCE_EXHAUSTED; responses are
-    not limited (the real server allows 2 GiB both ways). SO_REUSEPORT is off, so a port in use is an
-    error instead of a second server silently sharing it.
+    Requests larger than `limits.max_message_bytes` are refused by gRPC with RESOURCE_EXHAUSTED;
+    responses are not limited (the real server allows 2 GiB both ways). SO_REUSEPORT is off, so a port
+    in use is an error instead of a second server silently sharing it.
     """
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="grpc"),
-        options=[("grpc.max_receive_message_length", max_message_bytes),
+        options=[("grpc.max_receive_message_length", limits.max_message_bytes),
                  ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
-    prediction, model = make_servicers(servables, max_message_bytes, max_concurrent_runs)
+    prediction, model = make_servicers(servables, limits, max_concurrent_runs)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(model, server)
     address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
@@ -427,9 +641,18 @@ def build_parser() -> argparse.ArgumentParser:
                              "larger ones get RESOURCE_EXHAUSTED")
     parser.add_argument("--grpc_max_threads", type=int, default=16,
                         help="threads answering requests (default 16)")
-    parser.add_argument("--max_concurrent_runs", type=int, default=os.cpu_count() or 1,
-                        help="signatures running at once; other requests wait (default: the CPU count, "
-                             f"{os.cpu_count()} here; 0: no limit)")
+    parser.add_argument("--max_concurrent_runs", type=int, default=DEFAULT_MAX_CONCURRENT_RUNS,
+                        help=f"signatures running at once; other requests wait (default {DEFAULT_MAX_CONCURRENT_RUNS}; "
+                             "0: no limit)")
+    parser.add_argument("--max_samples", type=int, default=DEFAULT_MAX_SAMPLES,
+                        help=f"longest waveform accepted, in samples per channel (default {DEFAULT_MAX_SAMPLES}, "
+                             "30 minutes at 44.1 kHz); longer ones get RESOURCE_EXHAUSTED")
+    parser.add_argument("--max_channels", type=int, default=DEFAULT_MAX_CHANNELS,
+                        help=f"most waveform channels accepted (default {DEFAULT_MAX_CHANNELS}); "
+                             "more get RESOURCE_EXHAUSTED")
+    parser.add_argument("--chunk_seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
+                        help=f"longer waveforms are separated in chunks of about this length, joined "
+                             f"without seams (default {DEFAULT_CHUNK_SECONDS:g}); bounds memory per request")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
     return parser
 
@@ -446,14 +669,19 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--grpc_max_threads {args.grpc_max_threads}: must be >= 1")
     if args.max_concurrent_runs < 0:
         raise ConfigError(f"--max_concurrent_runs {args.max_concurrent_runs}: must be >= 0")
+    for flag, value in (("--max_samples", args.max_samples), ("--max_channels", args.max_channels),
+                        ("--chunk_seconds", args.chunk_seconds)):
+        if value <= 0:
+            raise ConfigError(f"{flag} {value:g}: must be > 0")
     entries = ([(args.model_name, args.model_base_path)] if args.model_base_path is not None
                else models_from_config_file(args.model_config_file))
     for _, base_path in entries:
         newest_version(base_path)                    # fail fast, before TensorFlow starts
     cli.start_tensorflow(args.quiet)
-    servables = {name: load_servable(name, base_path) for name, base_path in entries}
-    server, port = build_server(servables, args.host, args.port, int(args.max_message_mb * 2 ** 20),
-                                args.grpc_max_threads, args.max_concurrent_runs or None)
+    servables = {name: load_servable(name, base_path, args.chunk_seconds) for name, base_path in entries}
+    limits = Limits(int(args.max_message_mb * 2 ** 20), args.max_samples, args.max_channels)
+    server, port = build_server(servables, args.host, args.port, limits, args.grpc_max_threads,
+                                args.max_concurrent_runs or None)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

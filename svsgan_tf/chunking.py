@@ -74,6 +74,19 @@ class ChunkLayout:
         return plan_chunks(nb_samples, self.step + self.overlap, self.step)
 
 
+def separation_layout(margin: int, align: int, sample_rate: int,
+                      chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS) -> ChunkLayout:
+    """The layout of a separator with this context (Separator.chunk_context), at its `sample_rate`:
+    chunks of `chunk_seconds` (at least three overlaps long, so that at most a third of the work is
+    redone; None: one chunk, whatever the length), crossfades of DEFAULT_CROSSFADE_SECONDS, both on
+    the `align` grid."""
+    crossfade = max(align, int(round(DEFAULT_CROSSFADE_SECONDS * sample_rate / align)) * align)
+    if chunk_seconds is None:
+        return ChunkLayout(chunk=2 ** 62, margin=margin, crossfade=crossfade, align=align)
+    chunk = max(int(chunk_seconds * sample_rate), 3 * (2 * margin + crossfade), minimum_chunk(margin, crossfade, align))
+    return ChunkLayout(chunk=-(-chunk // align) * align, margin=margin, crossfade=crossfade, align=align)
+
+
 def minimum_chunk(margin: int, crossfade: int, align: int = 1) -> int:
     """The shortest chunk for which a layout with this margin, crossfade and alignment is valid."""
     overlap = 2 * margin + crossfade

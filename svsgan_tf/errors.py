@@ -20,3 +20,7 @@ class ConfigError(SVSGANError):
 
 class DataError(SVSGANError):
     """A data set (folder, track list) that cannot be used."""
+
+
+class ServingError(SVSGANError):
+    """A model server that cannot be used: down, too slow, unknown model or signature, request refused."""

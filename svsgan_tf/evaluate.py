@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from svsgan_tf import cli
+from svsgan_tf.config import TARGETS, STFTConfig
+from svsgan_tf.evaluation import format_score
 from svsgan_tf.io_utils import output_error
 from svsgan_tf.separate import OutputError, check_output_folder
 
 logger = logging.getLogger(__name__)
 
-TARGETS = ("vocals", "accompaniment")
 SHOWN = ("SDR", "SIR", "SAR")
 
 
@@ -62,7 +63,8 @@ def oracle_estimates(references: dict[str, np.ndarray], n_fft: int, hop_length: 
 
 
 def evaluate_tracks(tracks, separator=None, out_dir: str | None = None, quiet: bool = False,
-                    rows: tuple[str, ...] = ("model", "mixture", "oracle")) -> EvaluationResult:
+                    rows: tuple[str, ...] = ("model", "mixture", "oracle"),
+                    stft: STFTConfig | None = None) -> EvaluationResult:
     """Score `rows` on every track; a track that fails to load is skipped and listed, never fatal.
 
     `separator` is required for the "model" row. With `out_dir`, the model's frame scores are written
@@ -75,8 +77,8 @@ def evaluate_tracks(tracks, separator=None, out_dir: str | None = None, quiet: b
     from svsgan_tf.io_utils import atomic_write_text
 
     result = EvaluationResult(scores={row: {} for row in rows})
-    stft = separator.config.separation_stft if separator is not None else None
-    n_fft, hop = (stft.n_fft, stft.hop_length) if stft else (2048, 1024)
+    stft = stft or (separator.config.separation_stft if separator is not None else STFTConfig())
+    n_fft, hop = stft.n_fft, stft.hop_length
     for track in tqdm(tracks, desc="evaluating", unit="track", disable=quiet):
         try:
             stems = track.load()
@@ -148,12 +150,12 @@ def markdown(summary: dict, label: str = "model") -> str:
     lines = ["| row | " + " | ".join(f"{t} {m}" for t in TARGETS for m in SHOWN) + " |",
              "|---|" + "---|" * (len(TARGETS) * len(SHOWN))]
     for name, block in rows.items():
-        cells = [_fmt(block["median"].get(t, {}).get(m)) for t in TARGETS for m in SHOWN]
+        cells = [format_score(block["median"].get(t, {}).get(m)) for t in TARGETS for m in SHOWN]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "| track | " + " | ".join(f"{name} vocals SDR" for name in rows) + " |",
               "|---|" + "---|" * len(rows)]
     for track in summary["tracks"]:
-        cells = [_fmt(block["tracks"].get(track, {}).get("vocals", {}).get("SDR")) for block in rows.values()]
+        cells = [format_score(block["tracks"].get(track, {}).get("vocals", {}).get("SDR")) for block in rows.values()]
         lines.append(f"| {track} | " + " | ".join(cells) + " |")
     if summary["nan_tracks"]:
         lines += ["", "NaN scores (silent reference in every frame), excluded from the medians: "
@@ -161,10 +163,6 @@ def markdown(summary: dict, label: str = "model") -> str:
     if summary["skipped"]:
         lines += ["", "Skipped tracks: " + "; ".join(summary["skipped"])]
     return "\n".join(lines) + "\n"
-
-
-def _fmt(value) -> str:
-    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
 
 
 def plot_bars(summary: dict, path: str, label: str = "model") -> None:
@@ -199,12 +197,14 @@ def plot_spectrograms(track, separator, path: str) -> None:
 
     from svsgan_tf.spectral import stft
 
+    settings = separator.config.separation_stft
     stems = track.load()
     estimate = separator.separate(stems["mixture"], track.sample_rate, source=track.name)["vocals"]
     panels = {"mixture": stems["mixture"], "estimated vocals": estimate, "true vocals": stems["vocals"]}
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
     for ax, (title, audio) in zip(axes, panels.items()):
-        magnitude = tf.abs(stft(tf.constant(audio[:, :1].T, tf.float32), 2048, 1024)).numpy()[0]
+        magnitude = tf.abs(stft(tf.constant(audio[:, :1].T, tf.float32), settings.n_fft,
+                                settings.hop_length)).numpy()[0]
         ax.imshow(20 * np.log10(magnitude.T + 1e-5), origin="lower", aspect="auto", vmin=-80, vmax=20,
                   extent=[0, audio.shape[0] / track.sample_rate, 0, track.sample_rate / 2000])
         ax.set_title(f"{track.name}: {title}")

@@ -122,12 +122,13 @@ def format_table(rows: dict[str, dict[str, float]], columns: list[str], metric_n
     header = [metric_name] + columns + list(extra)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, values in rows.items():
-        cells = [_fmt(values.get(c)) for c in columns] + [_fmt(values.get(k)) for k in extra]
+        cells = [format_score(values.get(c)) for c in columns] + [format_score(values.get(k)) for k in extra]
         lines.append("| " + " | ".join([name] + cells) + " |")
     return "\n".join(lines)
 
 
-def _fmt(value) -> str:
+def format_score(value) -> str:
+    """A score with two decimals; "nan" for a missing or NaN one."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "nan"
     return f"{value:.2f}"

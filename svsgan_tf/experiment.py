@@ -123,9 +123,13 @@ def train_models(config, tracks, validation, settings: ExperimentSettings, out_d
 def evaluate_all(model_dirs: dict[int, dict[str, str]], songs, wiener: int, quiet: bool) -> dict[str, dict]:
     """{row: {track: scores}} for "Mixture", "Oracle" and every "<model>@seed<k>"."""
     from svsgan_tf.evaluate import evaluate_tracks
+    from svsgan_tf.model_io import load_config
     from svsgan_tf.separator import Separator
 
-    references = evaluate_tracks(songs, rows=("mixture", "oracle"), quiet=quiet)
+    # the oracle masks the mixture with the models' own STFT (they share it: one config, other seeds)
+    first = next(iter(next(iter(model_dirs.values())).values()))
+    references = evaluate_tracks(songs, rows=("mixture", "oracle"), quiet=quiet,
+                                 stft=load_config(first).separation_stft)
     rows = {"Mixture": references.scores["mixture"], "Oracle": references.scores["oracle"]}
     for seed, per_model in model_dirs.items():
         for label, path in per_model.items():

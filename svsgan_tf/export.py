@@ -94,6 +94,8 @@ def build_serving_module(separator):
     """
     import tensorflow as tf
 
+    from svsgan_tf.spectral import nb_frames_for
+
     config = separator.config
     n_fft, hop, rate = config.stft.n_fft, config.separation_stft.hop_length, config.stft.sample_rate
     nb_bins = config.stft.nb_bins
@@ -143,9 +145,7 @@ def build_serving_module(separator):
     def model_info(nb_samples):
         """int64 nb_samples -> the model's config and STFT settings, and nb_frames for nb_samples."""
         nb_samples = checked(nb_samples, [require(nb_samples >= 0, "nb_samples must be >= 0")])
-        left = n_fft - hop
-        # the padded framing of spectral.stft: nb_frames_for(nb_samples, n_fft, hop)
-        nb_frames = (nb_samples + 2 * left - n_fft + hop - 1) // hop + 1
+        nb_frames = nb_frames_for(nb_samples, n_fft, hop)          # the padded framing of spectral.stft
         settings = {"sample_rate": rate, "n_fft": n_fft, "hop_length": hop, "nb_bins": nb_bins,
                     "min_samples": min_samples, "margin_samples": margin_samples, "align_samples": align_samples}
         return {"config_json": tf.constant(config_json), "nb_frames": nb_frames,

@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from svsgan_tf.audio import check_waveform, resample
-from svsgan_tf.chunking import (DEFAULT_CHUNK_SECONDS, DEFAULT_CROSSFADE_SECONDS, RECURRENT_WARMUP_FRAMES,
-                                ChunkJoiner, ChunkLayout, minimum_chunk, resample_margin, scaled_layout)
+from svsgan_tf.chunking import (DEFAULT_CHUNK_SECONDS, RECURRENT_WARMUP_FRAMES, ChunkJoiner, ChunkLayout,
+                                resample_margin, scaled_layout, separation_layout)
 from svsgan_tf.config import TARGETS, Config
 from svsgan_tf.spectral import (from_mid_side, griffin_lim, istft, join_channels, split_channels, stft,
                                 to_mid_side, unit_phase, wiener)
@@ -88,15 +88,10 @@ class Separator(tf.Module):
         return margin, hop * self.generator.frame_multiple
 
     def chunk_layout(self, nb_channels: int = 2) -> ChunkLayout:
-        """How `separate_stream` cuts audio at the model's rate: chunks of `chunk_seconds` (at least three
-        overlaps long, so that at most a third of the work is redone) on the `chunk_context` grid."""
+        """How `separate_stream` cuts audio at the model's rate (chunking.separation_layout: chunks of
+        `chunk_seconds` on the `chunk_context` grid), whatever the channel count."""
         margin, align = self.chunk_context
-        crossfade = max(align, int(round(DEFAULT_CROSSFADE_SECONDS * self.sample_rate / align)) * align)
-        if self.chunk_seconds is None:
-            return ChunkLayout(chunk=2 ** 62, margin=margin, crossfade=crossfade, align=align)
-        chunk = max(int(self.chunk_seconds * self.sample_rate), 3 * (2 * margin + crossfade),
-                    minimum_chunk(margin, crossfade, align))
-        return ChunkLayout(chunk=-(-chunk // align) * align, margin=margin, crossfade=crossfade, align=align)
+        return separation_layout(margin, align, self.sample_rate, self.chunk_seconds)
 
     def separate_chunk(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
         """One call of `separate_waveform`: (nb_channels, nb_samples) float32 at the model's rate ->

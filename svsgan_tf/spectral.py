@@ -10,11 +10,11 @@ import keras
 import tensorflow as tf
 
 
-def nb_frames_for(nb_samples: int, n_fft: int, hop_length: int) -> int:
-    """Number of STFT frames for `nb_samples` samples with the padded framing of `STFT`."""
+def nb_frames_for(nb_samples, n_fft: int, hop_length: int):
+    """Number of STFT frames for `nb_samples` samples (an int or an int tensor) with the padded framing
+    of `stft`: nb_frames frames cover (nb_frames - 1) * hop + n_fft padded samples."""
     left = n_fft - hop_length
-    padded = nb_samples + 2 * left
-    return -(-(padded - n_fft) // hop_length) + 1
+    return (nb_samples + 2 * left - n_fft + hop_length - 1) // hop_length + 1
 
 
 def stft(waveform: tf.Tensor, n_fft: int, hop_length: int) -> tf.Tensor:
@@ -27,8 +27,7 @@ def stft(waveform: tf.Tensor, n_fft: int, hop_length: int) -> tf.Tensor:
     """
     nb_samples = tf.shape(waveform)[-1]
     left = n_fft - hop_length
-    # nb_frames frames cover (nb_frames - 1) * hop + n_fft padded samples
-    nb_frames = (nb_samples + 2 * left - n_fft + hop_length - 1) // hop_length + 1
+    nb_frames = nb_frames_for(nb_samples, n_fft, hop_length)
     right = (nb_frames - 1) * hop_length + n_fft - nb_samples - left
     padded = tf.pad(waveform, [[0, 0], [left, right]])
     return tf.signal.stft(padded, frame_length=n_fft, frame_step=hop_length, fft_length=n_fft,

@@ -74,3 +74,21 @@ def test_chunked_separation_equals_one_shot(overrides, rate):
     for name in ("vocals", "accompaniment"):
         assert parts[name].shape == audio.shape
         assert np.abs(parts[name] - whole[name]).max() < 1e-4
+
+
+def test_the_chunk_context_covers_each_generator_and_setting():
+    from svsgan_tf.models import build_generator
+    from svsgan_tf.separator import Separator
+
+    def context(griffin_lim=0, **overrides):
+        config = tiny_config(**overrides)
+        return Separator(config, build_generator(config), griffin_lim).chunk_context
+
+    n_fft, hop = 256, 128
+    assert context() == (n_fft, hop)                                     # the frames over a sample
+    assert context(**{"model.context_frames": 3})[0] == n_fft + 3 * hop
+    assert context(**{"separation.mask_smoothing": 5})[0] == n_fft + 2 * hop
+    assert context(griffin_lim=4)[0] == n_fft + 4 * 2 * n_fft
+    assert context(**{"model.generator": "rnn"})[0] == n_fft + 256 * hop    # the LSTM's warm-up
+    margin, align = context(**{"model.generator": "unet"})               # unet_filters: 3 levels
+    assert align == 8 * hop and margin == n_fft + (5 * 7 + 4) * hop

@@ -91,6 +91,7 @@ def test_model_info_signature_holds_the_config(loaded, separator):
     assert (int(info["n_fft"]), int(info["hop_length"])) == (stft_config.n_fft, stft_config.hop_length)
     assert int(info["nb_bins"]) == stft_config.nb_bins and int(info["min_samples"]) == separator.min_samples
     assert int(info["nb_frames"]) == nb_frames_for(12345, stft_config.n_fft, stft_config.hop_length)
+    assert (int(info["margin_samples"]), int(info["align_samples"])) == separator.chunk_context
 
 
 @pytest.mark.parametrize("waveform, problem", [

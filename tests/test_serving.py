@@ -1,5 +1,6 @@
 """TF Serving over gRPC: serving.server as a subprocess on 127.0.0.1, the client library and CLI."""
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      predict_pb2, prediction_service_pb2_grpc)
 
 from serving.client import main as client_main
-from serving.client import SeparationClient, ServingError, chunk_weights, plan_chunks
+from serving.client import SeparationClient, ServingError
 from serving.server import models_from_config_file
 from svsgan_tf import cli
 from svsgan_tf.errors import AudioError
@@ -26,6 +27,11 @@ from tests.conftest import ROOT
 
 MODEL = "tiny"
 MAX_MESSAGE_MB = 1.0
+# the module's server: small limits and chunks, so that requests below MAX_MESSAGE_MB exceed them
+MAX_CHANNELS = 4
+MAX_SAMPLES = 240_000                  # 30 s at 8 kHz; 1 x 240_001 float32 still fit in MAX_MESSAGE_MB
+CHUNK_SECONDS = 1.5
+LIMIT_FLAGS = ("--max_channels", MAX_CHANNELS, "--max_samples", MAX_SAMPLES, "--chunk_seconds", CHUNK_SECONDS)
 
 
 def free_port() -> int:
@@ -43,14 +49,14 @@ def run(module, *args):
 class Server:
     """A `python -m serving.server` subprocess and stubs on its address."""
 
-    def __init__(self, base, log_path):
+    def __init__(self, base, log_path, flags=()):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "serving.server", "--port", str(self.port), "--model_name", MODEL,
-             "--model_base_path", str(base), "--max_message_mb", str(MAX_MESSAGE_MB)],
+             "--model_base_path", str(base), "--max_message_mb", str(MAX_MESSAGE_MB), *map(str, flags)],
             cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, stdout=self.log, stderr=subprocess.STDOUT)
         self.channel = grpc.insecure_channel(self.address, options=[("grpc.max_receive_message_length", -1)])
         self.predict = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
@@ -96,7 +102,7 @@ def export_base(tiny_model_dir, tmp_path_factory):
 def booting_server(export_base, tmp_path_factory):
     """The server process, started before the first test so that it loads while the tests that do not
     need it run; always terminated at the end of the module."""
-    server = Server(export_base, tmp_path_factory.mktemp("server") / "server.log")
+    server = Server(export_base, tmp_path_factory.mktemp("server") / "server.log", LIMIT_FLAGS)
     try:
         yield server
     finally:
@@ -132,20 +138,17 @@ def predict_request(inputs, signature="", model=MODEL, version=None):
 
 
 # tests without the server first: it loads meanwhile
-def test_chunk_plan_and_crossfade_gains():
-    plan = plan_chunks(10_000, 2048, 768)
-    assert plan[0][0] == 0 and plan[-1][1] == 10_000
-    assert all(start % 128 == 0 for start, _ in plan) and all(stop - start <= 2048 for start, stop in plan)
-    assert all(b[0] == a[1] - 768 for a, b in zip(plan, plan[1:]))
-    gains = np.zeros(10_000)
-    for index, (start, stop) in enumerate(plan):
-        gains[start:stop] += chunk_weights(stop - start, index == 0, index == len(plan) - 1, 256, 256)
-    np.testing.assert_allclose(gains, 1.0, atol=1e-6)
-    assert plan_chunks(500, 2048, 768) == [(0, 500)]
-
-
 def test_models_config_names_the_docker_mount():
     assert models_from_config_file(os.path.join(ROOT, "serving", "models.config")) == [("svsgan", "/models/svsgan")]
+
+
+def test_an_export_without_a_chunk_context_is_separated_in_one_piece():
+    from serving.server import Signature, waveform_chunk_layout
+
+    older_info = Signature("model_info", None, {}, dict.fromkeys(["sample_rate", "n_fft", "hop_length", "min_samples"]))
+    waveform = Signature("serving_default", None, {}, {})
+    assert waveform_chunk_layout({"serving_default": waveform, "model_info": older_info}, 30.0) is None
+    assert waveform_chunk_layout({"serving_default": waveform}, 30.0) is None
 
 
 def test_server_refuses_a_missing_base_path_in_one_line(tmp_path):
@@ -218,8 +221,7 @@ def test_a_long_file_in_several_requests_equals_one_shot(server, separator):
     track = make_track(9, duration=8.0, sample_rate=8000).mixture                   # 512 KB of float32
     with SeparationClient(server.address, MODEL, max_request_mb=0.1, crossfade_ms=50) as chunked:
         remote = chunked.separate(track, 8000, source="long")
-        chunk, margin, crossfade = chunked.chunk_layout(2)
-        plan = plan_chunks(track.shape[0], chunk, 2 * margin + crossfade)
+        plan = chunked.chunk_layout(2).plan(track.shape[0])
         assert chunked.requests_sent == len(plan) + 1 >= 5                           # + 1: model_info
     local = separator.separate(track, 8000)
     seams = np.zeros(track.shape[0], bool)
@@ -267,10 +269,24 @@ def corrupt_content():
     return proto
 
 
-def huge_declared_shape():
-    proto = tf.make_tensor_proto(np.zeros((1, 1000), np.float32))
-    proto.tensor_shape.dim[1].size = 10 ** 9
-    proto.tensor_content = b""
+def declared_without_data(*shape):
+    """A float32 tensor declaring `shape` and carrying no values: 20-odd bytes on the wire."""
+    proto = TensorProto(dtype=tf.float32.as_datatype_enum)
+    for size in shape:
+        proto.tensor_shape.dim.add(size=size)
+    return proto
+
+
+def one_float_val(*shape):
+    """A float32 tensor declaring `shape` with one value in float_val (tf.make_ndarray repeats it)."""
+    return tf.make_tensor_proto(0.5, tf.float32, shape)
+
+
+def content_of(nb_values, *shape):
+    proto = tf.make_tensor_proto(np.zeros(nb_values, np.float32))
+    del proto.tensor_shape.dim[:]
+    for size in shape:
+        proto.tensor_shape.dim.add(size=size)
     return proto
 
 
@@ -285,7 +301,18 @@ good = np.zeros((2, 1000), np.float32)
      "expected shape (?, ?, 129), got (1, 4, 100)"),
     (({},), "INVALID_ARGUMENT", "missing: {waveform}"),
     (({"waveform": good, "tempo": good},), "INVALID_ARGUMENT", "extra: {tempo}"),
-    (({"waveform": corrupt_content()},), "INVALID_ARGUMENT", "tensor parsing error"),
+    (({"waveform": corrupt_content()},), "INVALID_ARGUMENT",
+     "declared shape (2, 1000), 2000 float32 values, but the tensor carries 100 bytes of tensor_content"),
+    (({"waveform": content_of(2001, 2, 1000)},), "INVALID_ARGUMENT", "carries 8004 bytes of tensor_content"),
+    # declared shapes without data: accepted, they would be separated as zeros of that size
+    (({"waveform": declared_without_data(2, 8_000_000)},), "INVALID_ARGUMENT",
+     "input 'waveform' of signature 'serving_default': declared shape (2, 8000000), 16000000 float32 values, "
+     "but the tensor carries no values"),
+    (({"waveform": declared_without_data(MAX_CHANNELS, MAX_SAMPLES)},), "INVALID_ARGUMENT", "carries no values"),
+    (({"waveform": declared_without_data(1, 10 ** 12)},), "INVALID_ARGUMENT", "carries no values"),
+    (({"magnitude": declared_without_data(1, 20_000, 129)}, "separate_magnitude"), "INVALID_ARGUMENT",
+     "input 'magnitude' of signature 'separate_magnitude': declared shape (1, 20000, 129)"),
+    (({"waveform": one_float_val(2, 100_000)},), "INVALID_ARGUMENT", "carries 1 in float_val"),
     (({"waveform": good[:, :100]},), "INVALID_ARGUMENT", "too short: 100 samples"),
     (({"waveform": np.full((1, 1000), np.nan, np.float32)},), "INVALID_ARGUMENT", "non-finite"),
     (({"magnitude": -np.ones((1, 4, 129), np.float32)}, "separate_magnitude"), "INVALID_ARGUMENT", "negative"),
@@ -293,7 +320,10 @@ good = np.zeros((2, 1000), np.float32)
     (({"waveform": good}, "", "opera"), "NOT_FOUND", "Servable not found for request: Latest(opera)"),
     (({"waveform": good}, "", MODEL, 3), "NOT_FOUND", f"Specific({MODEL}, 3)"),
     (({"waveform": np.zeros((1, 300_000), np.float32)},), "RESOURCE_EXHAUSTED", "larger than max"),
-    (({"waveform": huge_declared_shape()},), "RESOURCE_EXHAUSTED", "more than this server's limit"),
+    (({"waveform": np.zeros((MAX_CHANNELS + 1, 1000), np.float32)},), "RESOURCE_EXHAUSTED",
+     f"{MAX_CHANNELS + 1} channels, more than this server's limit of {MAX_CHANNELS} (--max_channels)"),
+    (({"waveform": np.zeros((1, MAX_SAMPLES + 1), np.float32)},), "RESOURCE_EXHAUSTED",
+     f"{MAX_SAMPLES + 1} samples per channel, more than this server's limit of {MAX_SAMPLES} (--max_samples)"),
 ])
 def test_bad_requests_get_their_status_and_the_server_keeps_serving(server, request_args, code, fragment):
     with pytest.raises(grpc.RpcError) as err:
@@ -301,6 +331,29 @@ def test_bad_requests_get_their_status_and_the_server_keeps_serving(server, requ
     assert err.value.code().name == code, err.value.details()
     assert fragment in err.value.details()
     alive(server)
+
+
+def test_a_scalar_without_a_value_reads_as_zero(server):
+    from tensorflow.core.framework.types_pb2 import DT_INT64
+
+    response = server.predict.Predict(predict_request({"nb_samples": TensorProto(dtype=DT_INT64)}, "model_info"),
+                                      timeout=10)
+    assert int(tf.make_ndarray(response.outputs["nb_frames"])) == 1
+
+
+def test_a_long_request_is_separated_in_chunks_by_the_server_and_equals_one_shot(server, separator):
+    waveform = np.ascontiguousarray(make_track(11, duration=8.0, sample_rate=8000).mixture.T)    # (2, 64000)
+    response = server.predict.Predict(predict_request({"waveform": waveform}), timeout=60)
+    local = separator.separate_chunk(waveform)                  # one call on the whole waveform
+    for name in ("vocals", "accompaniment"):
+        remote = tf.make_ndarray(response.outputs[name])
+        assert remote.shape == waveform.shape
+        assert np.abs(remote - local[name]).max() < 1e-5
+    logged = re.findall(r"serving_default: 2 channels x 64000 samples separated in (\d+) chunks of at most (\d+)",
+                        open(server.log_path).read())
+    assert logged, "the server did not separate the request in chunks"
+    nb_chunks, chunk = map(int, logged[-1])
+    assert nb_chunks >= 5 and chunk < int(2 * CHUNK_SECONDS * 8000)
 
 
 def test_bad_metadata_request(server):
@@ -353,21 +406,13 @@ def test_client_cli_writes_the_stems_and_reports_bad_files(server, separator, tm
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
 
-def test_chunk_margin_grows_with_the_encoder_context_window_and_the_mask_smoothing():
-    import json
-
+def test_an_export_without_a_chunk_context_is_refused_by_the_client_in_one_line():
     from serving.client import ModelInfo
 
-    def margin(context_frames, mask_smoothing=1):
-        client = SeparationClient("127.0.0.1:1", MODEL)          # no call is made: info is set below
-        config = {"model": {"context_frames": context_frames}, "separation": {"mask_smoothing": mask_smoothing}}
-        client._info = ModelInfo(MODEL, 1, 8000, 256, 128, 256, json.dumps(config), ("serving_default",))
-        try:
-            return client.chunk_layout(2)[1]
-        finally:
-            client.close()
-
-    assert margin(0) == 256                                   # n_fft: where a chunk's frames reach past it
-    assert margin(3) == 256 + 3 * 128                         # + the window's reach, in samples
-    assert margin(0, mask_smoothing=5) == 256 + 2 * 128       # + the smoothing's reach
-    assert margin(3, mask_smoothing=3) == 256 + 4 * 128
+    client = SeparationClient("127.0.0.1:1", MODEL)          # no call is made: info is set below
+    client._info = ModelInfo(MODEL, 1, 8000, 256, 128, 256, "{}", ("serving_default",))
+    try:
+        with pytest.raises(ServingError, match="export it again"):
+            client.chunk_layout(2)
+    finally:
+        client.close()
