@@ -15,6 +15,8 @@ GENERATORS = ("encoder", "rnn", "unet")
 CHANNEL_BASES = ("left_right", "mid_side")   # what a joint-stereo generator's two channels are
 PHASES = ("pretrain", "gan")
 LOSSES = ("kl", "mse", "snr")           # G's supervised losses (losses.supervised_loss)
+# named recipes, as Spleeter names its models: configs/<name>.json inside the package
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 TARGETS = ("vocals", "accompaniment")                  # the stems every separator returns, in order
 TRAINING_TARGETS = ("magnitude", "phase_sensitive")   # what G estimates (data.target)
 
@@ -470,3 +472,25 @@ def git_commit() -> str:
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def recipe_names() -> list[str]:
+    """The named recipes shipped in svsgan_tf/configs (paper, shipped, ...)."""
+    return sorted(name[:-5] for name in os.listdir(RECIPES_DIR) if name.endswith(".json"))
+
+
+def is_recipe_name(value: str) -> bool:
+    """Whether `value` names a shipped recipe rather than a file."""
+    return not os.path.exists(value) and value in recipe_names()
+
+
+def config_path(value: str) -> str:
+    """The file behind `--config VALUE`: a path as it is, or a recipe name (`paper`, `shipped`, ...).
+    ConfigError (one line) when it is neither."""
+    if os.path.exists(value) or os.sep in value or value.endswith(".json"):
+        return value
+    if value in recipe_names():
+        return os.path.join(RECIPES_DIR, f"{value}.json")
+    raise ConfigError(f"--config {value}: no such file, and no recipe of that name (recipes: "
+                      f"{', '.join(recipe_names())})")
+

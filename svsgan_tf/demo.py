@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import tempfile
@@ -16,22 +17,31 @@ import tempfile
 from svsgan_tf import cli
 
 
-def separate_example_song(out_dir: str, model: str | None, quiet: bool) -> str:
-    """Separate the stempeg example song into out_dir/<song>/ and return the score table."""
-    from svsgan_tf.audio import write_audio
+@contextlib.contextmanager
+def example_track():
+    """The stem file that ships with the stempeg wheel (an excerpt of "The Easton Ellises - Falcon 69"),
+    as a MUSDB track with its own mixture stream; readable inside the `with` block."""
     from svsgan_tf.datasets import load_dataset
-    from svsgan_tf.evaluate import evaluate_tracks, markdown, summarize
     from svsgan_tf.evaluation import import_museval
-    from svsgan_tf.model_io import default_model_path
-    from svsgan_tf.separator import Separator
 
     import_museval()
     import stempeg
 
-    separator = Separator.from_directory(model or default_model_path())
     with tempfile.TemporaryDirectory() as folder:
         shutil.copy(stempeg.example_stem_path(), os.path.join(folder, os.path.basename(stempeg.example_stem_path())))
         (track,) = load_dataset(f"musdb:{folder}", "test", sample_rate=None, true_mixture=True).tracks
+        yield track
+
+
+def separate_example_song(out_dir: str, model: str | None, quiet: bool) -> str:
+    """Separate the stempeg example song into out_dir/<song>/ and return the score table."""
+    from svsgan_tf.audio import write_audio
+    from svsgan_tf.evaluate import evaluate_tracks, markdown, summarize
+    from svsgan_tf.model_io import default_model_path
+    from svsgan_tf.separator import Separator
+
+    separator = Separator.from_directory(model or default_model_path())
+    with example_track() as track:
         summary = summarize(evaluate_tracks([track], separator, quiet=quiet))
         stems = separator.separate(track.load()["mixture"], track.sample_rate, source=track.name)
     for name, audio in stems.items():

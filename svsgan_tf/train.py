@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from svsgan_tf import cli
 
@@ -20,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None, help="global batch size (examples)")
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="batches per epoch")
     parser.add_argument("--seed", type=int, default=None, help="random seed")
-    parser.add_argument("--config", default=None, help="a config.json to start from")
+    parser.add_argument("--config", default=None, metavar="NAME|FILE",
+                        help="start from a named recipe (paper, shipped, shipped_base: svsgan_tf/configs) or a "
+                             "config.json, e.g. a run folder's")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any config value, e.g. --set model.lstm_units=128 (repeatable)")
     parser.add_argument("--init-model", default=None, help="model directory to start G (and D) from")
@@ -36,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace):
     """The run's Config: --config (or the defaults), then the flags, then --set overrides."""
-    from svsgan_tf.config import Config
+    from svsgan_tf.config import Config, config_path
 
-    config = Config.load(args.config) if args.config else Config()
+    config = Config.load(config_path(args.config)) if args.config else Config()
     overrides = {}
     if args.model is not None:
         overrides["model.generator"] = args.model
@@ -57,7 +60,25 @@ def config_from_args(args: argparse.Namespace):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
     overrides.update(cli.parse_overrides(args.set))
-    return config.replace(**overrides).validate()
+    config = config.replace(**overrides).validate()
+    return with_available_data(config, args)
+
+
+def with_available_data(config, args: argparse.Namespace):
+    """A named recipe whose data set is not on this machine trains on the embedded synthetic set
+    instead, with a note; a data set named by --data, --set or a config file is used as it is."""
+    from svsgan_tf.config import is_recipe_name
+
+    source = config.data.source
+    named = args.data is not None or any(item.startswith("data.source=") for item in args.set)
+    if not args.config or not is_recipe_name(args.config) or named or source == "synthetic":
+        return config
+    path = source.partition(":")[2] if ":" in source else source
+    if os.path.exists(path):
+        return config
+    print(f"note: recipe {args.config!r} trains on {source}, which is not on this machine; training on the "
+          "embedded synthetic set instead (--data to choose another)", file=sys.stderr)
+    return config.replace(**{"data.source": "synthetic"}).validate()
 
 
 def main(argv: list[str] | None = None) -> int:

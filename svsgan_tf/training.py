@@ -111,6 +111,33 @@ def build_svsgan(config: Config, init_model: str | None = None) -> SVSGAN:
     return model
 
 
+def fit_svsgan(model: SVSGAN, config: Config, tracks: Sequence, validation_tracks: Sequence | None,
+               strategy: tf.distribute.Strategy, extra_callbacks=lambda validation: [], first_epoch: int = 0,
+               input_statistics: bool = True, verbose: int | str = "auto") -> keras.callbacks.History:
+    """Both phases of `model.fit` on `tracks`, as `train` and the tuner's hypermodel run them.
+
+    The global batch is checked against the strategy's replicas; the training batches of epochs
+    first_epoch .. train.epochs - 1 (drawn from the seed and the epoch, see data.training_dataset) and
+    the validation batches are sharded by data; with `input_statistics`, G's input standardisation is
+    set from the training batches first. The callbacks are the phase schedule, `val_sdr` on
+    `validation_tracks` (ValidationSDR, when there are any), then `extra_callbacks(validation)`, which
+    may read `val_sdr` from the logs.
+    """
+    distribute.check_global_batch(config.train.batch_size, strategy)
+    train_ds = distribute.shard_by_data(data_lib.training_dataset(
+        tracks, config, first_epoch=first_epoch, nb_epochs=config.train.epochs - first_epoch))
+    valid_ds = (distribute.shard_by_data(data_lib.validation_dataset(validation_tracks, config))
+                if validation_tracks else None)
+    if input_statistics:
+        model.generator.set_input_statistics(*data_lib.input_statistics(train_ds))
+    validation = ValidationSDR(validation_tracks, config) if validation_tracks else None
+    callbacks = [PhaseSchedule(config)] + ([validation] if validation is not None else [])
+    callbacks += list(extra_callbacks(validation))
+    return model.fit(train_ds, validation_data=valid_ds, epochs=config.train.epochs, initial_epoch=first_epoch,
+                     steps_per_epoch=data_lib.epoch_steps(tracks, config), callbacks=callbacks, verbose=verbose,
+                     shuffle=False)
+
+
 def train(config: Config, out_dir: str, tracks: Sequence | None = None,
           validation_tracks: Sequence | None = None, init_model: str | None = None,
           strategy: str | tf.distribute.Strategy | None = None, verbose: int | str = "auto",
@@ -129,7 +156,7 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
     """
     config = dataclasses.replace(config, git_commit=git_commit()).validate()
     strategy = distribute.make_strategy(strategy)           # first: a cluster must form before any op
-    distribute.check_global_batch(config.train.batch_size, strategy)
+    distribute.check_global_batch(config.train.batch_size, strategy)      # before any data is read
     chief = distribute.is_chief(strategy)
     set_seed(config.train.seed)
     check_resumable(out_dir, config)
@@ -150,36 +177,25 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
         os.makedirs(out_dir, exist_ok=True)
         config.save(os.path.join(out_dir, "config.json"))
 
-    first_epoch = done or 0
-    steps = data_lib.epoch_steps(tracks, config)
-    train_ds = data_lib.training_dataset(tracks, config, first_epoch=first_epoch,
-                                         nb_epochs=config.train.epochs - first_epoch)
-    valid_ds = data_lib.validation_dataset(validation_tracks, config) if validation_tracks else None
-    train_ds = distribute.shard_by_data(train_ds)
-    if valid_ds is not None:
-        valid_ds = distribute.shard_by_data(valid_ds)
     with strategy.scope():
         model = build_svsgan(config, init_model)
-    if not init_model:
-        model.generator.set_input_statistics(*data_lib.input_statistics(train_ds))
 
-    callbacks = [PhaseSchedule(config)]
-    validation = ValidationSDR(validation_tracks, config) if validation_tracks else None
-    if validation is not None:      # before the callbacks that read val_sdr from the logs
-        callbacks.append(validation)
-    if chief:                       # only the chief writes the model directories, the history and logs
-        callbacks += [
-            SaveModelDir(model_dir, config, os.path.join(out_dir, "best_model"), monitor="val_sdr", mode="max"),
-            HistoryCSV(os.path.join(out_dir, "history.csv")),
-        ]
-        if config.train.average_epochs:
-            callbacks.append(WeightAverage(os.path.join(out_dir, "averaged_model"), config, validation))
-        if tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")))
-    # last: an epoch counts as done (and is skipped on resume) only once it is exported and logged
-    callbacks.append(ResumableBackup(backup_dir, backup, keep=chief))
-    history = model.fit(train_ds, validation_data=valid_ds, epochs=config.train.epochs, initial_epoch=first_epoch,
-                        steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
+    def run_callbacks(validation):
+        callbacks = []
+        if chief:                   # only the chief writes the model directories, the history and logs
+            callbacks += [
+                SaveModelDir(model_dir, config, os.path.join(out_dir, "best_model"), monitor="val_sdr", mode="max"),
+                HistoryCSV(os.path.join(out_dir, "history.csv")),
+            ]
+            if config.train.average_epochs:
+                callbacks.append(WeightAverage(os.path.join(out_dir, "averaged_model"), config, validation))
+            if tensorboard:
+                callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")))
+        # last: an epoch counts as done (and is skipped on resume) only once it is exported and logged
+        return callbacks + [ResumableBackup(backup_dir, backup, keep=chief)]
+
+    history = fit_svsgan(model, config, tracks, validation_tracks, strategy, run_callbacks,
+                         first_epoch=done or 0, input_statistics=not init_model, verbose=verbose)
     if chief and not os.path.isdir(model_dir):
         save_model(model_dir, config, model.generator, model.discriminator)
     return TrainResult(model_dir=model_dir, history=dict(history.history), config=config)

@@ -1,13 +1,14 @@
 """Config: JSON round trip, validation with one-line errors, model rebuilt from the config alone."""
 import json
 import math
+import os
 
 import numpy as np
 import pytest
 
 from svsgan_tf.config import Config
 from svsgan_tf.errors import ConfigError
-from tests.conftest import tiny_config
+from tests.conftest import ROOT, tiny_config
 
 
 def test_defaults_follow_the_paper():
@@ -102,3 +103,27 @@ def test_cosine_schedule_decays_within_each_phase():
     np.testing.assert_allclose(rates, expected_kl + expected_gan, rtol=1e-12)
     constant = Config().replace(**{"train.pretrain_epochs": 5}).train
     assert {constant.learning_rate(e) for e in range(5)} == {constant.g_learning_rate}
+
+
+def test_named_recipes_resolve_and_match_what_they_name(tmp_path):
+    from svsgan_tf.config import Config, config_path, recipe_names
+    from svsgan_tf.errors import ConfigError
+
+    assert {"paper", "shipped", "shipped_base"} <= set(recipe_names())
+    paper = Config.load(config_path("paper"))
+    assert (paper.stft.n_fft, paper.stft.hop_length, paper.train.batch_size) == (2048, 1024, 4)   # the paper's
+    assert paper.model.generator == "encoder" and paper.train.loss == "kl" and paper.train.gan_epochs > 0
+    # the shipped recipes are the shipped members' configs, with the ensemble's separation settings
+    for name, member in (("shipped", 0), ("shipped_base", 1)):
+        recipe = Config.load(config_path(name))
+        trained = Config.load(os.path.join(ROOT, "svsgan_tf", "pretrained", "members", str(member), "config.json"))
+        assert recipe.replace(**{"separation.hop_length": None, "separation.mask_smoothing": 1,
+                                 "separation.mask_power": 1.0}).to_dict() == \
+            {**trained.to_dict(), "git_commit": ""}
+    shipped = Config.load(os.path.join(ROOT, "svsgan_tf", "pretrained", "config.json"))
+    assert Config.load(config_path("shipped")).separation == shipped.separation
+    own = tmp_path / "mine.json"
+    own.write_text(paper.to_json())
+    assert config_path(str(own)) == str(own)
+    with pytest.raises(ConfigError, match="no recipe of that name"):
+        config_path("papr")

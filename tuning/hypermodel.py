@@ -52,15 +52,12 @@ class SVSGANHyperModel(kt.HyperModel):
             return build_svsgan(config)
 
     def fit(self, hp, model, *args, **kwargs):
-        """Train with the trial's batch size through both phases; returns the Keras History."""
-        from svsgan_tf import data as data_lib
-        from svsgan_tf.callbacks import PhaseSchedule, ValidationSDR
+        """Train with the trial's batch size through both phases (training.fit_svsgan, as
+        `python -m svsgan_tf.train` does); returns the Keras History."""
+        from svsgan_tf.distribute import make_strategy
+        from svsgan_tf.training import fit_svsgan
 
-        config = self.trial_config(hp)
-        train_ds = data_lib.training_dataset(self.tracks, config, nb_epochs=config.train.epochs)
-        valid_ds = data_lib.validation_dataset(self.validation_tracks, config)
-        model.generator.set_input_statistics(*data_lib.input_statistics(train_ds))
-        callbacks = [PhaseSchedule(config), ValidationSDR(self.validation_tracks, config)] + list(kwargs.pop("callbacks", []))
-        return model.fit(train_ds, validation_data=valid_ds, epochs=config.train.epochs,
-                         steps_per_epoch=data_lib.epoch_steps(self.tracks, config), callbacks=callbacks, shuffle=False,
-                         verbose=kwargs.pop("verbose", "auto"))
+        extra = list(kwargs.pop("callbacks", []))
+        return fit_svsgan(model, self.trial_config(hp), self.tracks, self.validation_tracks,
+                          make_strategy(self.strategy), lambda validation: extra,
+                          verbose=kwargs.pop("verbose", "auto"))
