@@ -98,73 +98,6 @@ class ValidationSDR(keras.callbacks.Callback):
         return float(np.median(scores)) if scores else None
 
 
-class WeightAverage(keras.callbacks.Callback):
-    """Stochastic weight averaging (Izmailov et al. 2018): the running mean of G's weights over the
-    run's last `train.average_epochs` epochs, written after each of them to `path` as a complete model
-    directory (with D's current weights) holding RECORD_FILE, {"epochs": how many epochs are averaged,
-    "last_epoch": the last one (1-based), "val_sdr": the averaged G's val_sdr}; the record is written in
-    the same atomic step as the weights.
-
-    Late epochs of a small data set move the held-out SDR by tenths of a dB from one epoch to the next;
-    their mean lies nearer the centre of that region. A resumed run continues the mean from the
-    directory and its record, and an epoch that is already counted is not counted twice.
-
-    Args:
-        path: the averaged model directory.
-        config: the run's Config.
-        validation: the run's ValidationSDR callback, or None (no val_sdr in the record).
-    """
-
-    RECORD_FILE = "average.json"
-
-    def __init__(self, path: str, config: Config, validation: ValidationSDR | None = None):
-        super().__init__()
-        self.path = path
-        self.config = config
-        self.validation = validation
-        self.first_epoch = config.train.epochs - config.train.average_epochs      # 0-based
-        self.average: list[np.ndarray] | None = None
-        self.count = 0
-        self.last_epoch = 0
-        self.generator = self.separator = None
-
-    @property
-    def record_path(self) -> str:
-        return os.path.join(self.path, self.RECORD_FILE)
-
-    def on_train_begin(self, logs=None):
-        from svsgan_tf.models import build_generator
-        from svsgan_tf.model_io import load_generator
-        from svsgan_tf.separator import Separator
-
-        self.generator = build_generator(self.config)            # holds the average; traced once
-        self.separator = Separator(self.config, self.generator)
-        self.average, self.count, self.last_epoch = None, 0, 0
-        if os.path.isfile(self.record_path):
-            with open(self.record_path, encoding="utf-8") as handle:
-                record = json.load(handle)
-            self.average = load_generator(self.path, self.config)[1].get_weights()
-            self.count, self.last_epoch = int(record["epochs"]), int(record["last_epoch"])
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch < self.first_epoch or epoch + 1 <= self.last_epoch:
-            return
-        weights = self.model.generator.get_weights()
-        if self.average is None:
-            self.average = [np.array(w, copy=True) for w in weights]
-        else:                       # running mean: a_k = a_{k-1} + (w_k - a_{k-1}) / k
-            self.average = [a + (w - a) / (self.count + 1) for a, w in zip(self.average, weights)]
-        self.count, self.last_epoch = self.count + 1, epoch + 1
-        self.generator.set_weights(self.average)
-        record = {"epochs": self.count, "last_epoch": self.last_epoch}
-        if self.validation is not None:
-            record["val_sdr"] = self.validation.score(self.separator)
-        save_model(self.path, self.config, self.generator, self.model.discriminator,
-                   extra_files={self.RECORD_FILE: json.dumps(record)})
-        logger.info("epoch %d: weights of %d epochs averaged into %s (val_sdr %s)", epoch + 1, self.count,
-                    self.path, record.get("val_sdr"))
-
-
 class SaveModelDir(keras.callbacks.Callback):
     """After every epoch, write a complete model directory (config + weights) atomically to `path`;
     when the logs carry `monitor`, also keep the best epoch so far in `best_path` (`mode` "max": the
@@ -226,7 +159,7 @@ class HistoryCSV(keras.callbacks.Callback):
     """
 
     COLUMNS = ("epoch", "phase", "g_steps", "d_steps", "g_learning_rate", "kl", "val_kl", "mse", "val_mse",
-               "snr", "val_snr", "val_sdr", "g_loss", "g_adversarial", "d_loss", "d_real", "d_fake", "adv_scale")
+               "val_sdr", "g_loss", "g_adversarial", "d_loss", "d_real", "d_fake", "adv_scale")
 
     def __init__(self, path: str):
         super().__init__()

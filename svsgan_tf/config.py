@@ -12,11 +12,15 @@ from typing import Any
 from svsgan_tf.errors import ConfigError
 
 GENERATORS = ("encoder", "rnn", "unet")
-CHANNEL_BASES = ("left_right", "mid_side")   # what a joint-stereo generator's two channels are
 PHASES = ("pretrain", "gan")
-LOSSES = ("kl", "mse", "snr")           # G's supervised losses (losses.supervised_loss)
+LOSSES = ("kl", "mse")                  # G's supervised losses (losses.supervised_loss)
 # named recipes, as Spleeter names its models: configs/<name>.json inside the package
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+# settings retired after the experiments showed them useless (docs/experiments.md); a saved config that
+# holds one at the value that turned it off still loads, any other value needs the code of RETIRED_TAG
+RETIRED = {"model.channel_basis": "left_right", "model.context_frames": 0, "data.speed_range": [1.0, 1.0],
+           "data.eq_db": 0.0, "train.average_epochs": 0}
+RETIRED_TAG = "experiments-2026-12"
 TARGETS = ("vocals", "accompaniment")                  # the stems every separator returns, in order
 TRAINING_TARGETS = ("magnitude", "phase_sensitive")   # what G estimates (data.target)
 
@@ -76,29 +80,14 @@ class ModelConfig:
     Separator also runs the generator on the channels swapped and averages the two masks (swapped
     back), a test-time augmentation that matches training's channel swaps.
 
-    `channel_basis` (joint stereo only) is what the two channels are. "left_right" (the default):
-    the left and right channels as recorded. "mid_side": mid (L + R) / 2 and side (L - R) / 2, both
-    for the generator's input and for the masks it predicts; the Separator turns stereo audio into
-    mid and side before its STFT and back after its inverse STFT. A centred voice lives in the mid
-    channel, and the side magnitude |L - R| shows where the channels differ in phase as well as in
-    level, a cue that left and right magnitudes alone do not carry. The basis is linear, so the
-    stems still sum to the mixture. Mid and side magnitudes do not change when the channels are
-    swapped, so swap_average has nothing to average and is refused with it.
-
     `dropout` is the fraction of every hidden layer's outputs in G dropped in training (0: none).
-
-    `context_frames` = k gives the encoder temporal context: its second layer sees the first layer's
-    outputs of 2k + 1 neighbouring frames (0: each frame on its own, the paper's encoder). Such an
-    encoder trains on excerpts, not on frames shuffled across songs (see data.shuffle_frames).
     """
 
     generator: str = "encoder"
     max_frequency: float | None = 16000.0
     nb_channels: int = 1
     swap_average: bool = False
-    channel_basis: str = "left_right"
     dropout: float = 0.0
-    context_frames: int = 0
     encoder_units: tuple[int, ...] = (512, 256)
     lstm_units: int = 256
     bidirectional: bool = False
@@ -118,16 +107,7 @@ class ModelConfig:
                "must be 1 (channel by channel) or 2 (joint stereo)")
         _check(not self.swap_average or self.nb_channels == 2, "model.swap_average", self.swap_average,
                "needs a joint-stereo generator (model.nb_channels=2)")
-        _check(self.channel_basis in CHANNEL_BASES, "model.channel_basis", self.channel_basis,
-               f"expected one of {', '.join(CHANNEL_BASES)}")
-        _check(self.channel_basis == "left_right" or self.nb_channels == 2, "model.channel_basis",
-               self.channel_basis, "needs a joint-stereo generator (model.nb_channels=2)")
-        _check(self.channel_basis == "left_right" or not self.swap_average, "model.swap_average",
-               self.swap_average, "has nothing to average with model.channel_basis mid_side")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
-        _check(self.context_frames >= 0, "model.context_frames", self.context_frames, "must be >= 0")
-        _check(self.context_frames == 0 or len(self.encoder_units) >= 2, "model.context_frames",
-               self.context_frames, "needs at least two model.encoder_units (the context is the second layer)")
         _check(self.max_frequency is None or self.max_frequency > 0, "model.max_frequency",
                self.max_frequency, "must be > 0 Hz or null (full band)")
 
@@ -139,10 +119,7 @@ class DataConfig:
     `source` is "synthetic" or a data set `[format:]PATH` (see datasets.load_dataset); its train
     subset is split into training and `validation_tracks` held-out songs. `extra_sources` are added to
     training only (e.g. MIR-1K). With `augment`, training excerpts mix stems of random tracks
-    (`random_mix`), play each stem at a random speed in `speed_range` (pitch and tempo together; the
-    default [1, 1] leaves it alone), filter each stem with a random smooth equaliser of up to
-    +-`eq_db` dB (`svsgan_tf.data.random_eq`; the default 0 leaves it alone), scale each stem by a gain in
-    `gain_range` and swap channels (`channel_swap`).
+    (`random_mix`), scale each stem by a gain in `gain_range` and swap channels (`channel_swap`).
 
     `target` is what G learns to estimate: the vocals' "magnitude" (the paper's), or their
     "phase_sensitive" magnitude |S| cos(angle S - angle X) clipped to [0, |X|], the part of the vocals
@@ -166,8 +143,6 @@ class DataConfig:
     augment: bool = False
     random_mix: bool = True
     gain_range: tuple[float, ...] = (0.25, 1.25)
-    speed_range: tuple[float, ...] = (1.0, 1.0)
-    eq_db: float = 0.0
     channel_swap: bool = True
     extra_sources: tuple[str, ...] = ()
     target: str = "magnitude"
@@ -188,9 +163,6 @@ class DataConfig:
                "data.gain_range", list(self.gain_range), "must be [low, high] with 0 < low <= high")
         _check(self.target in TRAINING_TARGETS, "data.target", self.target,
                f"unknown target, expected one of {', '.join(TRAINING_TARGETS)}")
-        _check(len(self.speed_range) == 2 and 0.5 <= self.speed_range[0] <= self.speed_range[1] <= 2.0,
-               "data.speed_range", list(self.speed_range), "must be [low, high] with 0.5 <= low <= high <= 2")
-        _check(0.0 <= self.eq_db <= 24.0, "data.eq_db", self.eq_db, "must be in [0, 24] dB")
 
 
 @dataclass
@@ -199,22 +171,17 @@ class TrainConfig:
 
     G's supervised loss is `loss` (see losses.py): "kl", the generalized KL divergence of the paper's
     eq. (1); "mse", the squared error of the magnitudes (Open-Unmix's), which weighs bins by energy as
-    SDR does; or "snr", each excerpt's negative SNR in dB, which weighs excerpts the same whatever
-    their loudness, as BSS Eval's median over 1 s windows does (for contiguous excerpts,
-    data.shuffle_frames=false).
+    SDR does.
 
     In the GAN phase G's gradient is kl_weight * dL + adversarial_weight * scale * dAdv, where L is the
     supervised loss, whichever it is (kl_weight keeps the paper's name). With balance="gradient",
     scale = ||dL|| / ||dAdv|| at G's last layer, so adversarial_weight is the ratio of the adversarial
     to the supervised gradient there (0.5: half as strong); with "none", scale = 1 and the weights
     multiply the raw losses (the KL or the squared error, summed over bins, then dwarfs the adversarial
-    term; the SNR, a few dB, does not).
+    term).
 
     G's rate within each phase follows `lr_schedule`: "constant", or "cosine", which decays it per epoch
     from the phase's rate to `final_lr_fraction` times that rate at the phase's last epoch.
-
-    With `average_epochs` > 0, G's weights averaged over the run's last `average_epochs` epochs
-    (stochastic weight averaging) are written to the run's averaged_model/ (callbacks.WeightAverage).
     """
 
     pretrain_epochs: int = 10
@@ -227,7 +194,6 @@ class TrainConfig:
     lr_schedule: str = "constant"
     final_lr_fraction: float = 0.1
     optimizer: str = "adam"
-    average_epochs: int = 0
     loss: str = "kl"
     kl_weight: float = 1.0
     adversarial_weight: float = 0.5
@@ -260,8 +226,6 @@ class TrainConfig:
         _check(self.gan_epochs >= 0, "train.gan_epochs", self.gan_epochs, "must be >= 0")
         _check(self.epochs > 0, "train.epochs", self.epochs, "pretrain_epochs + gan_epochs must be > 0")
         _check(self.batch_size > 0, "train.batch_size", self.batch_size, "must be > 0")
-        _check(0 <= self.average_epochs <= self.epochs, "train.average_epochs", self.average_epochs,
-               "must be in [0, pretrain_epochs + gan_epochs]")
         _check(self.steps_per_epoch is None or self.steps_per_epoch > 0, "train.steps_per_epoch",
                self.steps_per_epoch, "must be > 0 or null")
         for name in ("g_learning_rate", "gan_g_learning_rate", "d_learning_rate", "eps"):
@@ -273,7 +237,9 @@ class TrainConfig:
         _check(self.optimizer in ("adam", "rmsprop", "sgd"), "train.optimizer", self.optimizer,
                "unknown optimizer, expected adam, rmsprop or sgd")
         _check(self.loss in LOSSES, "train.loss", self.loss,
-               f"unknown supervised loss, expected one of {', '.join(LOSSES)} (kl is the paper's)")
+               f"unknown supervised loss, expected one of {', '.join(LOSSES)} (kl is the paper's"
+               + (f"; snr was retired, see docs/experiments.md and git tag {RETIRED_TAG})" if self.loss == "snr"
+                  else ")"))
         _check(self.kl_weight >= 0, "train.kl_weight", self.kl_weight, "must be >= 0")
         _check(self.adversarial_weight >= 0, "train.adversarial_weight", self.adversarial_weight,
                "must be >= 0")
@@ -286,7 +252,7 @@ class SeparationConfig:
     """How the Separator turns G's mask into stems; the defaults separate exactly as G was trained.
 
     `hop_length` is the hop of the Separator's STFT (None: stft.hop_length, the hop G trained at). A
-    frame-wise generator (the encoder without context_frames) sees one frame at a time, whatever the
+    frame-wise generator (the encoder) sees one frame at a time, whatever the
     hop, so it can separate with a smaller hop than it trained with: each sample then lies under
     n_fft / hop_length frames instead of two, and the overlap-add averages that many estimates.
 
@@ -339,13 +305,13 @@ class Config:
 
     @property
     def frame_wise(self) -> bool:
-        """Whether G's mask of a frame depends on that frame alone (the encoder without context)."""
-        return self.model.generator == "encoder" and self.model.context_frames == 0
+        """Whether G's mask of a frame depends on that frame alone (the encoder)."""
+        return self.model.generator == "encoder"
 
     @property
     def shuffles_frames(self) -> bool:
         """Whether training shuffles frames across excerpts: data.shuffle_frames, or by default for the
-        frame-wise encoder only (not for one with model.context_frames, which needs neighbouring frames)."""
+        frame-wise encoder only."""
         if self.data.shuffle_frames is not None:
             return self.data.shuffle_frames
         return self.frame_wise
@@ -360,15 +326,9 @@ class Config:
                    "must be in (0, n_fft/2] for exact overlap-add")
             _check(self.stft.n_fft % hop == 0, "separation.hop_length", hop, "must divide n_fft")
             _check(hop == self.stft.hop_length or self.frame_wise, "separation.hop_length", hop,
-                   f"needs a frame-wise generator (model.generator=encoder, model.context_frames=0): "
+                   f"needs a frame-wise generator (model.generator=encoder): "
                    f"this one's mask depends on neighbouring frames, {self.stft.hop_length} samples apart "
                    "in training")
-        _check(not (self.model.context_frames and self.data.shuffle_frames), "data.shuffle_frames",
-               self.data.shuffle_frames, "cannot be true with model.context_frames > 0 (the window needs "
-               "neighbouring frames)")
-        _check(not (self.train.loss == "snr" and self.shuffles_frames), "train.loss", self.train.loss,
-               "needs contiguous excerpts (an SNR of frames shuffled across songs means nothing): "
-               "set data.shuffle_frames=false")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -411,6 +371,8 @@ class Config:
         """A copy with dotted overrides applied, e.g. replace(**{"train.batch_size": 8})."""
         data = self.to_dict()
         for dotted, value in overrides.items():
+            if _retired(dotted, value):
+                continue
             section, _, key = dotted.partition(".")
             if not key or section not in data or not isinstance(data[section], dict) \
                     or key not in data[section]:
@@ -429,6 +391,7 @@ def _from_dict(cls, data: Any, where: str):
     if not isinstance(data, dict):
         raise ConfigError(f"config: {where} must be an object, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    data = {name: value for name, value in data.items() if not _retired(f"{where}.{name}", value)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"config: unknown setting {where}.{unknown[0]}")
@@ -445,6 +408,17 @@ def _from_dict(cls, data: Any, where: str):
             _check_type(default, value, f"{where}.{name}", optional="None" in str(fields[name].type))
             kwargs[name] = value
     return cls(**kwargs)
+
+
+def _retired(key: str, value: Any) -> bool:
+    """Whether `key` is a retired setting (RETIRED) that `value` leaves off, so that it can be dropped;
+    ConfigError for a retired setting turned on."""
+    if key not in RETIRED:
+        return False
+    if (list(value) if isinstance(value, (list, tuple)) else value) != RETIRED[key]:
+        raise ConfigError(f"config: {key}={value!r}: this setting was retired (it did not help, see "
+                          f"docs/experiments.md); the code of git tag {RETIRED_TAG} still runs it")
+    return True
 
 
 def _check_type(default: Any, value: Any, name: str, optional: bool = False) -> None:

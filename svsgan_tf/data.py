@@ -58,10 +58,8 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
     track's excerpts one after another, tracks in a shuffled order. random=False cuts every track
     into consecutive excerpts (validation). Tracks shorter than an excerpt are zero-padded. With
     `augment` (training only), each excerpt takes its
-    accompaniment from a random track (`random_mix`), plays each stem at a random speed
-    (`speed_range`, see `change_speed`), filters each stem with a random equaliser (`eq_db`, see
-    `random_eq`), scales each stem by a random gain (`gain_range`) and swaps stereo channels at
-    random (`channel_swap`); the mixture is then the sum.
+    accompaniment from a random track (`random_mix`), scales each stem by a random gain
+    (`gain_range`) and swaps stereo channels at random (`channel_swap`); the mixture is then the sum.
     """
     rng = np.random.default_rng(seed)
     key = tuple(key or ())
@@ -71,16 +69,7 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
         return int(rng.integers(0, max(1, track.nb_samples - nb_samples + 1)))
 
     def stem(track, name, start):
-        low, high = (1.0, 1.0) if augment is None else augment.speed_range
-        speed = float(rng.uniform(low, high)) if low < high else low    # no draw when fixed: same excerpts as before
-        if speed == 1.0:
-            audio = track.read(start, nb_samples)[name]
-        else:
-            length = int(np.ceil(nb_samples * speed)) + 1
-            start = min(start, max(0, track.nb_samples - length))     # a fast excerpt reads further: no silent tail
-            audio = change_speed(track.read(start, length)[name], speed, nb_samples)
-        if augment is not None and augment.eq_db > 0:            # no draw when off: same excerpts as before
-            audio = random_eq(audio, rng.uniform(-augment.eq_db, augment.eq_db, EQ_OCTAVES))
+        audio = track.read(start, nb_samples)[name]
         if augment is not None and augment.channel_swap and audio.shape[1] == 2 and rng.random() < 0.5:
             audio = audio[:, ::-1]
         if augment is not None:
@@ -123,58 +112,17 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
     return tf.data.Dataset.from_generator(generate, args=key or None, output_signature=(spec, spec))
 
 
-EQ_OCTAVES = 10     # anchors of the random equaliser: Nyquist / 2^k, k = 0..9 (22 kHz down to 43 Hz at 44.1 kHz)
-
-
-def random_eq(audio: np.ndarray, gains_db: np.ndarray) -> np.ndarray:
-    """Filter `audio` with a smooth zero-phase equaliser: gain `gains_db[k]` dB at Nyquist / 2^k,
-    linear in dB between the anchors on a log-frequency axis, constant below the lowest.
-
-    A stem's timbre changes while its phase does not, so the phase-sensitive target stays exact.
-
-    Args:
-        audio: (nb_samples, nb_channels) float32.
-        gains_db: (EQ_OCTAVES,) gains in dB, the first at Nyquist.
-    Returns:
-        (nb_samples, nb_channels) float32.
-    """
-    nb_samples = audio.shape[0]
-    spectrum = np.fft.rfft(audio, axis=0)                                # (nb_samples // 2 + 1, nb_channels)
-    # position of each bin in octaves below Nyquist, 0 at Nyquist; the DC bin takes the lowest anchor
-    fraction = np.maximum(np.arange(spectrum.shape[0]) / (spectrum.shape[0] - 1), 1e-12)
-    octaves = np.minimum(-np.log2(fraction), len(gains_db) - 1)
-    gain_db = np.interp(octaves, np.arange(len(gains_db)), gains_db)    # (nb_samples // 2 + 1,)
-    filtered = spectrum * (10.0 ** (gain_db / 20.0))[:, None]
-    return np.fft.irfft(filtered, n=nb_samples, axis=0).astype(np.float32)
-
-
-def change_speed(audio: np.ndarray, speed: float, nb_samples: int) -> np.ndarray:
-    """Play `audio` `speed` times faster (pitch and tempo together, like a tape; 1.06 is a semitone
-    up), by linear interpolation, and keep the first `nb_samples` samples.
-
-    Args:
-        audio: (>= ceil((nb_samples - 1) * speed) + 1, nb_channels) float32.
-    Returns:
-        (nb_samples, nb_channels) float32: output sample i is input position i * speed.
-    """
-    positions = np.arange(nb_samples) * speed                           # (nb_samples,)
-    source = np.arange(audio.shape[0])
-    return np.stack([np.interp(positions, source, channel) for channel in audio.T], axis=1).astype(np.float32)
-
-
 def split_channels(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Step 2: (nb_samples, nb_channels) pairs -> one mono (nb_samples,) pair per channel."""
     return dataset.map(lambda m, v: (tf.transpose(m), tf.transpose(v))).unbatch()
 
 
-def stereo_channels(dataset: tf.data.Dataset, mid_side: bool = False) -> tf.data.Dataset:
+def stereo_channels(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Step 2 (joint-stereo models): (nb_samples, nb_channels) pairs -> (2, nb_samples) pairs; a mono
-    excerpt is duplicated into both channels (the data sets are checked to hold 1 or 2 channels).
-    With `mid_side` (model.channel_basis), the pair becomes mid and side (`spectral.to_mid_side`)."""
+    excerpt is duplicated into both channels (the data sets are checked to hold 1 or 2 channels)."""
     def stereo(waveform):
         waveform = tf.cond(tf.shape(waveform)[1] == 1, lambda: tf.tile(waveform, [1, 2]), lambda: waveform)
-        waveform = tf.transpose(waveform)                            # (2, nb_samples)
-        return spectral.to_mid_side(waveform) if mid_side else waveform
+        return tf.transpose(waveform)                                # (2, nb_samples)
     return dataset.map(lambda m, v: (stereo(m), stereo(v)))
 
 
@@ -203,7 +151,7 @@ def channel_examples(dataset: tf.data.Dataset, config: Config) -> tf.data.Datase
     target = config.data.target
     if config.model.nb_channels == 1:
         return to_magnitude(split_channels(dataset), config.stft, target)
-    stereo = stereo_channels(dataset, mid_side=config.model.channel_basis == "mid_side")
+    stereo = stereo_channels(dataset)
     return join_channels(to_magnitude(stereo, config.stft, target), config.stft.nb_bins)
 
 

@@ -20,9 +20,7 @@ Signatures (method tensorflow/serving/predict):
              they add up to the input.
 ``separate_magnitude``
     inputs:  ``magnitude``  float32 (nb_channels, nb_frames, nb_bins), mixture STFT magnitude frames
-             (nb_bins = n_fft / 2 + 1), nb_frames >= 1, finite and >= 0; for a stereo mixture and a
-             model with model.channel_basis mid_side, the magnitudes of mid (L + R) / 2 and side
-             (L - R) / 2, and the outputs are mid and side too.
+             (nb_bins = n_fft / 2 + 1), nb_frames >= 1, finite and >= 0.
     outputs: ``vocals_mask`` in [0, 1], ``vocals_magnitude`` = mask * magnitude,
              ``accompaniment_magnitude`` = (1 - mask) * magnitude, all float32 like the input.
 ``model_info``

@@ -41,39 +41,13 @@ def magnitude_mse(target, estimate):
     return tf.reduce_mean(per_frame, axis=-1)                          # (batch,)
 
 
-# the floor of `negative_snr`, relative to the mixture's energy (-30 dB): it keeps the loss of an
-# excerpt with silent vocals finite (>= 0 dB, 0 for a silent estimate) and caps what a near-perfect
-# estimate of quiet vocals can gain
-SNR_FLOOR = 1e-3
-
-
-def negative_snr(target, estimate, mixture):
-    """-SNR in dB of each example as a whole, 10 log10((||x - y||^2 + d) / (||x||^2 + d)), with the floor
-    d = SNR_FLOOR * ||z||^2 of the mixture z. BSS Eval v4 (museval) scores 1 s windows by an SDR that
-    is close to their SNR and takes the median over windows, so each window counts the same whatever
-    its loudness; this loss weighs each excerpt the same in the same way (the squared error weighs
-    loud excerpts more). Excerpts should be contiguous (data.shuffle_frames=false), ~1 s long.
-
-    Args:
-        target, estimate, mixture: (batch, nb_frames, nb_bins) magnitudes.
-    Returns:
-        (batch,) float32.
-    """
-    floor = SNR_FLOOR * tf.reduce_sum(tf.square(mixture), axis=[1, 2]) + 1e-8     # (batch,)
-    error = tf.reduce_sum(tf.square(target - estimate), axis=[1, 2])             # (batch,)
-    energy = tf.reduce_sum(tf.square(target), axis=[1, 2])                       # (batch,)
-    return 10.0 * (tf.math.log(error + floor) - tf.math.log(energy + floor)) / tf.math.log(10.0)
-
-
-def supervised_loss(name: str, target, estimate, mixture, eps: float = 1e-8):
-    """The supervised term G trains on (train.loss): "kl" (eq. 1, the paper's), "mse" or "snr", per
-    example (batch,)."""
+def supervised_loss(name: str, target, estimate, eps: float = 1e-8):
+    """The supervised term G trains on (train.loss): "kl" (eq. 1, the paper's) or "mse", per example
+    (batch,)."""
     if name == "kl":
         return generalized_kl(target, estimate, eps)
     if name == "mse":
         return magnitude_mse(target, estimate)
-    if name == "snr":
-        return negative_snr(target, estimate, mixture)
     raise ValueError(f"unknown supervised loss {name!r}, expected one of {LOSSES}")
 
 

@@ -143,14 +143,13 @@ def ensemble_of(loaded: list, names: list[str], config: Config | None = None):
     first = loaded[0][0]
     config = config or first
     for name, (member, _) in zip(names, loaded):
-        if (member.stft != first.stft or member.model.nb_channels != first.model.nb_channels
-                or member.model.channel_basis != config.model.channel_basis):
-            raise ConfigError(f"{name}: its STFT, model.nb_channels or model.channel_basis differ from the "
-                              f"first member's ({names[0]}); an ensemble's members must share them")
+        if member.stft != first.stft or member.model.nb_channels != first.model.nb_channels:
+            raise ConfigError(f"{name}: its STFT or model.nb_channels differ from the first member's "
+                              f"({names[0]}); an ensemble's members must share them")
         if config.separation_stft != member.stft and not member.frame_wise:
             raise ConfigError(f"{name}: the ensemble separates with separation.hop_length="
                               f"{config.separation.hop_length}, which needs frame-wise members "
-                              f"(model.generator=encoder, model.context_frames=0)")
+                              f"(model.generator=encoder)")
     return config, EnsembleGenerator([generator for _, generator in loaded], name="ensemble")
 
 

@@ -15,8 +15,7 @@ from svsgan_tf.audio import check_waveform, resample
 from svsgan_tf.chunking import (DEFAULT_CHUNK_SECONDS, RECURRENT_WARMUP_FRAMES, ChunkJoiner, ChunkLayout,
                                 resample_margin, scaled_layout, separation_layout)
 from svsgan_tf.config import TARGETS, Config
-from svsgan_tf.spectral import (from_mid_side, griffin_lim, istft, join_channels, split_channels, stft,
-                                to_mid_side, unit_phase, wiener)
+from svsgan_tf.spectral import griffin_lim, istft, join_channels, split_channels, stft, unit_phase, wiener
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +104,7 @@ class Separator(tf.Module):
 
         A channel-by-channel generator (model.nb_channels 1) takes the channels as its batch. A
         joint-stereo one (2) separates two channels jointly and any other channel count (mono
-        included) channel by channel, each channel fed as both of its channels (model.channel_basis
-        left_right) or as the mid of a silent side (mid_side). With mid_side, two channels are the
-        mid and side magnitudes (`separate_waveform` turns stereo audio into them).
+        included) channel by channel, each channel fed as both of its channels.
         """
         if self.generator.nb_channels == 1:
             mask = self.generator(mixture_magnitude, training=False)
@@ -134,13 +131,8 @@ class Separator(tf.Module):
 
     def _dual_mono_mask(self, magnitude: tf.Tensor) -> tf.Tensor:
         """(nb_channels, nb_frames, nb_bins) -> same shape, each channel separated as a stereo pair of
-        two equal channels: with model.channel_basis left_right the pair's two masks are averaged;
-        with mid_side the pair is the channel as mid and a silent side, and the mid's mask is used."""
+        two equal channels, the pair's two masks averaged."""
         nb_bins = self.generator.nb_bins
-        if self.config.model.channel_basis == "mid_side":
-            # (nb_channels, nb_frames, 2 * nb_bins): mid = the channel, side = 0
-            pairs = tf.concat([magnitude, tf.zeros_like(magnitude)], axis=-1)
-            return self.generator(pairs, training=False)[..., :nb_bins]   # (nb_channels, nb_frames, nb_bins)
         pairs = tf.tile(magnitude, [1, 1, 2])                            # (nb_channels, nb_frames, 2 * nb_bins)
         mask = self.generator(pairs, training=False)                     # (nb_channels, nb_frames, 2 * nb_bins)
         shape = tf.shape(magnitude)
@@ -169,17 +161,6 @@ class Separator(tf.Module):
         Returns:
             {"vocals": (nb_channels, nb_samples), "accompaniment": (nb_channels, nb_samples)} float32.
         """
-        if self.config.model.channel_basis == "left_right":
-            return self._separate_channels(waveform)
-        # model.channel_basis mid_side: stereo audio is separated as mid and side, other channel
-        # counts channel by channel (see _dual_mono_mask)
-        stereo = tf.equal(tf.shape(waveform)[0], 2)
-        stems = self._separate_channels(tf.cond(stereo, lambda: to_mid_side(waveform), lambda: waveform))
-        return {name: tf.cond(stereo, lambda: from_mid_side(audio), lambda: audio) for name, audio in stems.items()}
-
-    def _separate_channels(self, waveform: tf.Tensor) -> dict[str, tf.Tensor]:
-        """`separate_waveform` in the generator's channel basis: (nb_channels, nb_samples) -> the two
-        stems, each (nb_channels, nb_samples)."""
         n_fft, hop = self.config.stft.n_fft, self.config.separation_stft.hop_length
         nb_samples = tf.shape(waveform)[-1]
         spectrogram = stft(waveform, n_fft, hop)                  # (nb_channels, nb_frames, nb_bins)

@@ -184,16 +184,6 @@ def wiener(magnitudes: list[tf.Tensor], mixture: tf.Tensor, iterations: int = 1,
     return estimates
 
 
-def to_mid_side(stereo: tf.Tensor) -> tf.Tensor:
-    """(2, ...) left and right -> (2, ...) mid (L + R) / 2 and side (L - R) / 2."""
-    return tf.stack([0.5 * (stereo[0] + stereo[1]), 0.5 * (stereo[0] - stereo[1])])
-
-
-def from_mid_side(mid_side: tf.Tensor) -> tf.Tensor:
-    """The inverse of `to_mid_side`: (2, ...) mid and side -> (2, ...) left M + S and right M - S."""
-    return tf.stack([mid_side[0] + mid_side[1], mid_side[0] - mid_side[1]])
-
-
 def join_channels(magnitude: tf.Tensor, nb_channels: int, nb_bins: int) -> tf.Tensor:
     """(nb_channels, nb_frames, nb_bins) -> (nb_frames, nb_channels * nb_bins): each frame holds every
     channel's bins, channel-major, the layout of a joint-stereo generator (model.nb_channels=2)."""

@@ -20,12 +20,12 @@ class SVSGAN(keras.Model):
 
     Data: batches of (mixture magnitude, vocals magnitude), each (batch, nb_frames, nb_bins).
     Phase `pretrain` updates G alone with the supervised loss (train.loss: the generalized KL
-    divergence, a squared error or an SNR); phase `gan` alternates a D update on real (vocals, mixture)
+    divergence or a squared error); phase `gan` alternates a D update on real (vocals, mixture)
     against fake (G(mixture), mixture) and a G update on adversarial_weight * scale * -log D(G(z), z)
     + kl_weight * supervised loss, where `scale` (train.balance) puts the adversarial gradient on the
     supervised gradient's scale. Switch with `set_phase`. The KL (against this run's target, see
     data.target) is logged as `kl` whatever G trains on, so runs compare; a run on another loss logs
-    that loss under its name (`mse`, `snr`) too.
+    that loss under its name (`mse`) too.
 
     Under a tf.distribute strategy each replica gets its part of the global batch. Every loss is a
     per-example (batch,) value averaged over the global batch with `tf.nn.compute_average_loss`, since
@@ -103,11 +103,11 @@ class SVSGAN(keras.Model):
             return self._pretrain_step(mixture, vocals)
         return self._gan_step(mixture, vocals)
 
-    def _supervised(self, vocals, estimate, mixture):
+    def _supervised(self, vocals, estimate):
         """(KL, the loss G trains on), each per example (batch,); the same tensor for train.loss=kl."""
         cfg = self.train_config
         kl = generalized_kl(vocals, estimate, cfg.eps)
-        return kl, (kl if cfg.loss == "kl" else supervised_loss(cfg.loss, vocals, estimate, mixture, cfg.eps))
+        return kl, (kl if cfg.loss == "kl" else supervised_loss(cfg.loss, vocals, estimate, cfg.eps))
 
     def _track_supervised(self, kl, supervised) -> None:
         self.kl_tracker.update_state(kl)
@@ -118,7 +118,7 @@ class SVSGAN(keras.Model):
         # 1. estimate the vocals and measure the per-example supervised loss to the truth
         with tf.GradientTape() as tape:
             estimate = self(mixture, training=True)
-            kl, supervised = self._supervised(vocals, estimate, mixture)          # (batch,) each
+            kl, supervised = self._supervised(vocals, estimate)          # (batch,) each
             loss = tf.nn.compute_average_loss(supervised)
         # 2. update G alone
         variables = self.generator.trainable_variables
@@ -144,7 +144,7 @@ class SVSGAN(keras.Model):
             estimate = self(mixture, training=True)
             adversarial = generator_adversarial_loss(
                 self.discriminator((estimate, mixture), training=False))          # (batch,)
-            kl, supervised = self._supervised(vocals, estimate, mixture)          # (batch,) each
+            kl, supervised = self._supervised(vocals, estimate)          # (batch,) each
             adversarial_scaled = tf.nn.compute_average_loss(adversarial)
             supervised_scaled = tf.nn.compute_average_loss(supervised)
         variables = self.generator.trainable_variables
@@ -189,7 +189,7 @@ class SVSGAN(keras.Model):
     def test_step(self, data):
         mixture, vocals = data                                 # (batch, nb_frames, nb_bins) each
         # 1. per-example supervised losses of the estimate, tracked unscaled
-        self._track_supervised(*self._supervised(vocals, self(mixture, training=False), mixture))
+        self._track_supervised(*self._supervised(vocals, self(mixture, training=False)))
         # 2. the running means over all replicas' examples: the last validation batch can split unevenly
         #    (or leave a replica empty), where a mean of per-replica means would be biased
         context = tf.distribute.get_replica_context()

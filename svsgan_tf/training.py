@@ -15,7 +15,7 @@ from svsgan_tf.backup import ResumableBackup, last_good_backup
 from svsgan_tf.config import Config, git_commit
 from svsgan_tf.errors import ConfigError, DataError
 from svsgan_tf.io_utils import remove_stale_temporaries
-from svsgan_tf.callbacks import HistoryCSV, PhaseSchedule, SaveModelDir, ValidationSDR, WeightAverage
+from svsgan_tf.callbacks import HistoryCSV, PhaseSchedule, SaveModelDir, ValidationSDR
 from svsgan_tf.model_io import load_discriminator, load_generator, save_model
 from svsgan_tf.models import build_discriminator, build_generator
 from svsgan_tf.runtime import set_seed
@@ -148,8 +148,7 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
     svsgan_tf/backup.py: run the same call again after a kill and it continues where it stopped, with
     the batches and weights of an uninterrupted run), logs/ (TensorBoard), history.csv.
     Tracks default to config.data.source; validation tracks give val_kl and val_sdr (ValidationSDR),
-    and best_model/ keeps the epoch with the highest val_sdr; with train.average_epochs, averaged_model/
-    holds G's weights averaged over the last epochs (WeightAverage).
+    and best_model/ keeps the epoch with the highest val_sdr.
     `strategy` is a tf.distribute strategy or its name (see distribute.make_strategy; None: the current
     one); config.train.batch_size is the global batch. Under multi-worker training only the chief
     writes to `out_dir`, which every worker must be able to read.
@@ -187,8 +186,6 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
                 SaveModelDir(model_dir, config, os.path.join(out_dir, "best_model"), monitor="val_sdr", mode="max"),
                 HistoryCSV(os.path.join(out_dir, "history.csv")),
             ]
-            if config.train.average_epochs:
-                callbacks.append(WeightAverage(os.path.join(out_dir, "averaged_model"), config, validation))
             if tensorboard:
                 callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")))
         # last: an epoch counts as done (and is skipped on resume) only once it is exported and logged

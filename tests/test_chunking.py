@@ -51,7 +51,7 @@ def test_a_layout_at_another_rate_starts_on_the_model_grid():
 
 @pytest.mark.parametrize("overrides", [
     {"model.generator": "encoder"},
-    {"model.generator": "encoder", "model.context_frames": 2, "separation.mask_smoothing": 3},
+    {"model.generator": "encoder", "separation.mask_smoothing": 3, "separation.hop_length": 64},
     {"model.generator": "encoder", "model.nb_channels": 2, "model.swap_average": True},
     {"model.generator": "rnn"},
     {"model.generator": "rnn", "model.bidirectional": True},
@@ -86,7 +86,7 @@ def test_the_chunk_context_covers_each_generator_and_setting():
 
     n_fft, hop = 256, 128
     assert context() == (n_fft, hop)                                     # the frames over a sample
-    assert context(**{"model.context_frames": 3})[0] == n_fft + 3 * hop
+    assert context(**{"separation.hop_length": 64}) == (n_fft, 64)              # the Separator's hop
     assert context(**{"separation.mask_smoothing": 5})[0] == n_fft + 2 * hop
     assert context(griffin_lim=4)[0] == n_fft + 4 * 2 * n_fft
     assert context(**{"model.generator": "rnn"})[0] == n_fft + 256 * hop    # the LSTM's warm-up

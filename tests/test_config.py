@@ -127,3 +127,22 @@ def test_named_recipes_resolve_and_match_what_they_name(tmp_path):
     assert config_path(str(own)) == str(own)
     with pytest.raises(ConfigError, match="no recipe of that name"):
         config_path("papr")
+
+
+def test_retired_settings_load_when_off_and_are_refused_in_one_line_when_on(tmp_path):
+    from svsgan_tf.config import RETIRED, RETIRED_TAG
+
+    saved = json.loads(Config().to_json())
+    for key, value in RETIRED.items():                          # a config saved before they were retired
+        section, name = key.split(".")
+        saved[section][name] = value
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(saved))
+    assert Config.load(str(path)) == Config()
+    assert Config().replace(**{"model.context_frames": 0}) == Config()
+    for key, on in (("model.channel_basis", "mid_side"), ("model.context_frames", 2), ("data.eq_db", 3.0),
+                    ("data.speed_range", [0.9, 1.1]), ("train.average_epochs", 2)):
+        with pytest.raises(ConfigError, match=f"{key}=.*retired.*{RETIRED_TAG}"):
+            Config().replace(**{key: on})
+    with pytest.raises(ConfigError, match="snr was retired"):
+        tiny_config(**{"train.loss": "snr"})

@@ -16,7 +16,6 @@ from svsgan_tf.training import train
 from tests.conftest import tiny_config
 
 STEREO = {"model.nb_channels": 2}
-MID_SIDE = {"model.nb_channels": 2, "model.channel_basis": "mid_side"}
 
 
 def test_config_accepts_one_or_two_channels_only():
@@ -184,60 +183,3 @@ def test_swap_average_is_the_mean_of_both_channel_orders_and_survives_export(ste
         tiny_config(**{"model.swap_average": True})
 
 
-def test_mid_side_needs_joint_stereo_and_has_no_swap_average():
-    assert tiny_config(**MID_SIDE).model.channel_basis == "mid_side"
-    with pytest.raises(ConfigError, match="model.channel_basis.*joint-stereo"):
-        tiny_config(**{"model.channel_basis": "mid_side"})
-    with pytest.raises(ConfigError, match="model.channel_basis.*expected one of left_right, mid_side"):
-        tiny_config(**STEREO, **{"model.channel_basis": "surround"})
-    with pytest.raises(ConfigError, match="model.swap_average.*nothing to average"):
-        tiny_config(**MID_SIDE, **{"model.swap_average": True})
-
-
-def test_mid_side_examples_are_the_mid_and_side_magnitudes():
-    config = tiny_config(**MID_SIDE, **{"data.augment": False, "data.target": "magnitude"})
-    track = make_track(5, duration=1.0, sample_rate=config.stft.sample_rate)
-    mixture, vocals = next(iter(data_lib.validation_dataset([track], config).unbatch()))
-    nb_samples = data_lib.excerpt_samples(config.stft, config.data.excerpt_frames)
-    nb_bins, n_fft, hop = config.stft.nb_bins, config.stft.n_fft, config.stft.hop_length
-    for example, audio in ((mixture, track.mixture), (vocals, track.vocals)):
-        left, right = audio[:nb_samples].T
-        for channel, signal in enumerate(((left + right) / 2, (left - right) / 2)):
-            expected = magnitude_frames(tf.constant(signal), n_fft, hop).numpy()
-            np.testing.assert_allclose(example[:, channel * nb_bins:(channel + 1) * nb_bins], expected, atol=1e-5)
-
-
-def test_mid_side_separation_equals_the_numpy_reference_and_exports_alike(rng, tmp_path):
-    """Stereo: mask of the mid and side magnitudes applied to their STFTs, inverse STFT, then
-    left = mid + side and right = mid - side. Mono: the mid of a silent side, the same as the left
-    channel of that mono signal in both channels. More channels: each one as mono."""
-    from svsgan_tf.model_io import save_model
-
-    config = tiny_config(**MID_SIDE)
-    generator = build_generator(config)
-    generator.set_input_statistics(np.full(config.nb_features, 0.3), np.full(config.nb_features, 0.5))
-    separator = Separator(config, generator)
-    n_fft, hop = config.stft.n_fft, config.stft.hop_length
-    waveform = rng.normal(scale=0.1, size=(2, 4000)).astype(np.float32)
-    mid_side = np.stack([waveform.sum(0) / 2, (waveform[0] - waveform[1]) / 2])
-    spectrogram = stft(tf.constant(mid_side), n_fft, hop).numpy()                # (2, nb_frames, nb_bins)
-    mask = numpy_joint_mask(generator, np.abs(spectrogram))
-    vocals = istft(tf.constant(mask * spectrogram), 4000, n_fft, hop).numpy()     # mid and side
-    stems = separator.separate_waveform(tf.constant(waveform))
-    np.testing.assert_allclose(stems["vocals"].numpy(), np.stack([vocals[0] + vocals[1], vocals[0] - vocals[1]]),
-                               atol=1e-5)
-    np.testing.assert_allclose((stems["vocals"] + stems["accompaniment"]).numpy(), waveform, atol=1e-5)
-    mono = separator.separate_waveform(tf.constant(waveform[:1]))["vocals"].numpy()
-    pair = separator.separate_waveform(tf.constant(np.concatenate([waveform[:1]] * 2)))["vocals"].numpy()
-    np.testing.assert_allclose(mono[0], pair[0], atol=1e-5)
-    np.testing.assert_allclose(pair[0], pair[1], atol=1e-5)
-    three = rng.normal(scale=0.1, size=(3, 4000)).astype(np.float32)
-    each = separator.separate_waveform(tf.constant(three))["vocals"].numpy()
-    for channel in range(3):
-        alone = separator.separate_waveform(tf.constant(three[channel:channel + 1]))["vocals"].numpy()
-        np.testing.assert_allclose(each[channel], alone[0], atol=1e-5)
-    folder = str(tmp_path / "mid_side")
-    save_model(folder, config, generator)
-    serve = tf.saved_model.load(export_model(folder, str(tmp_path / "export"))).signatures["serving_default"]
-    np.testing.assert_allclose(serve(waveform=tf.constant(waveform))["vocals"].numpy(), stems["vocals"].numpy(),
-                               atol=1e-5)

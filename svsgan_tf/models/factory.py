@@ -13,12 +13,11 @@ def build_generator(config: Config) -> MaskGenerator:
     nb_input_bins = config.stft.bins_below(model.max_frequency)
     if model.generator == "encoder":
         generator = EncoderGenerator(nb_bins, model.encoder_units, model.decoder_units, nb_input_bins,
-                                     model.nb_channels, model.dropout, model.context_frames,
-                                     name="generator")
+                                     model.nb_channels, model.dropout, name="generator")
     elif model.generator == "rnn":
         generator = RNNGenerator(nb_bins, model.encoder_units, model.decoder_units, model.lstm_units,
                                  model.bidirectional, nb_input_bins, model.nb_channels, model.dropout,
-                                 model.context_frames, name="generator")
+                                 name="generator")
     elif model.generator == "unet":
         # the band rounded up to a multiple of the U-Net's 2^depth, as far as the spectrum reaches
         multiple = 2 ** len(model.unet_filters)

@@ -91,40 +91,21 @@ class MaskGenerator(keras.Model):
 class DenseMaskGenerator(MaskGenerator):
     """Fully connected encoder and decoder layers shared by the paper's two generators; with `dropout`
     > 0, that fraction of every hidden layer's outputs (encoder, LSTM, decoder) is dropped in training.
-
-    With `context_frames` = k > 0, the second encoder layer is a convolution over time: it sees the
-    first layer's outputs of the frame itself and of the k frames before and after it (zero-padded at
-    the ends of the input), as in the DNN separators with context windows (Uhlich et al., 2015). The
-    first layer stays per frame, so the context costs (2k + 1) x encoder_units[0] x encoder_units[1]
-    weights rather than (2k + 1) x the input size.
     """
 
     def __init__(self, nb_bins: int, encoder_units=(512, 256), decoder_units=(512,),
-                 nb_input_bins: int | None = None, nb_channels: int = 1, dropout: float = 0.0,
-                 context_frames: int = 0, **kwargs):
+                 nb_input_bins: int | None = None, nb_channels: int = 1, dropout: float = 0.0, **kwargs):
         super().__init__(nb_bins, nb_input_bins, nb_channels, dropout, **kwargs)
-        if context_frames and len(encoder_units) < 2:
-            raise ValueError("context_frames > 0 needs at least two encoder layers")
-        self.context_frames = int(context_frames)
         self.encoder_units = tuple(encoder_units)
         self.decoder_units = tuple(decoder_units)
-        self.encoder = [
-            keras.layers.Conv1D(u, 2 * self.context_frames + 1, padding="same", activation="relu",
-                                name=f"encoder_{i}")
-            if i == 1 and self.context_frames else keras.layers.Dense(u, activation="relu", name=f"encoder_{i}")
-            for i, u in enumerate(self.encoder_units)]
+        self.encoder = [keras.layers.Dense(u, activation="relu", name=f"encoder_{i}")
+                        for i, u in enumerate(self.encoder_units)]
         self.decoder = [keras.layers.Dense(u, activation="relu", name=f"decoder_{i}")
                         for i, u in enumerate(self.decoder_units)]
         self.mask_layer = keras.layers.Dense(nb_channels * nb_bins, activation="sigmoid", name="mask")
 
-    @property
-    def receptive_frames(self) -> int | None:
-        """The encoder's context window: `context_frames` on each side."""
-        return self.context_frames
-
     def encode(self, mixture_magnitude, training=False):
-        """(batch, nb_frames, nb_features) -> (batch, nb_frames, encoder_units[-1]); with context_frames,
-        each output frame depends on the 2 * context_frames + 1 input frames around it."""
+        """(batch, nb_frames, nb_features) -> (batch, nb_frames, encoder_units[-1]), frame by frame."""
         x = self.features(mixture_magnitude)
         for layer in self.encoder:
             x = self.dropout(layer(x), training=training)
@@ -139,7 +120,7 @@ class DenseMaskGenerator(MaskGenerator):
 
     def get_config(self):
         return {**super().get_config(), "encoder_units": self.encoder_units,
-                "decoder_units": self.decoder_units, "context_frames": self.context_frames}
+                "decoder_units": self.decoder_units}
 
 
 class EncoderGenerator(DenseMaskGenerator):
@@ -154,15 +135,13 @@ class RNNGenerator(DenseMaskGenerator):
     """Encoder, LSTM over frames, decoder (paper, Fig. 4).
 
     A unidirectional LSTM can run block by block: `call(..., initial_state=[h, c], return_state=True)`
-    returns the state to feed to the next block (used by streaming/TFLite inference); not with
-    context_frames, whose window reaches across a block's edges.
+    returns the state to feed to the next block (used by streaming/TFLite inference).
     """
 
     def __init__(self, nb_bins: int, encoder_units=(512, 256), decoder_units=(512,), lstm_units=256,
                  bidirectional=False, nb_input_bins: int | None = None, nb_channels: int = 1,
-                 dropout: float = 0.0, context_frames: int = 0, **kwargs):
-        super().__init__(nb_bins, encoder_units, decoder_units, nb_input_bins, nb_channels, dropout,
-                         context_frames, **kwargs)
+                 dropout: float = 0.0, **kwargs):
+        super().__init__(nb_bins, encoder_units, decoder_units, nb_input_bins, nb_channels, dropout, **kwargs)
         self.lstm_units = lstm_units
         self.bidirectional = bidirectional
         lstm = keras.layers.LSTM(lstm_units, return_sequences=True, return_state=not bidirectional,
@@ -176,9 +155,6 @@ class RNNGenerator(DenseMaskGenerator):
 
     def call(self, mixture_magnitude, training=False, initial_state=None, return_state=False):
         """(batch, nb_frames, nb_features) -> mask (batch, nb_frames, nb_features) [, [h, c]]."""
-        if self.context_frames and (initial_state is not None or return_state):
-            raise ValueError("an encoder with context_frames sees frames beyond a block's edges; "
-                             "it cannot run block by block")
         hidden = self.encode(mixture_magnitude, training)  # (batch, nb_frames, encoder_units[-1])
         if self.bidirectional:
             if initial_state is not None or return_state:
