@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -267,14 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from svsgan_tf.separate import OutputError, check_output_folder, plan_jobs, report, separate_files
+    from svsgan_tf.separate import check_output_folder, plan_jobs, report, separate_files
 
     jobs = plan_jobs(args.inputs)
-    try:
-        check_output_folder(args.out)
-    except OutputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    check_output_folder(args.out)
     cli.start_tensorflow(quiet=True)
     with SeparationClient(args.server, args.model_name, args.model_version, args.timeout,
                           args.max_request_mb, args.crossfade_ms) as client:

@@ -1,5 +1,4 @@
-"""Training callbacks: phase and learning-rate schedule, validation SDR, model directories, weight
-averaging, history.csv."""
+"""Training callbacks: phase and learning-rate schedule, validation SDR, model directories, history.csv."""
 from __future__ import annotations
 
 import csv

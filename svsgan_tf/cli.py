@@ -10,12 +10,13 @@ EXIT_BAD_INPUT = 2
 
 
 def run(main: Callable[[], int | None]) -> None:
-    """Run a CLI body; SVSGANError becomes `error: <input>: <problem>` on stderr and exit code 2."""
+    """Run a CLI body; SVSGANError becomes `error: <input>: <problem>` on stderr and exit code 2 (the
+    error's `exit_code` where it has one: 1 for an output that cannot be written)."""
     try:
         code = main()
     except SVSGANError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(getattr(err, "exit_code", EXIT_BAD_INPUT))
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)

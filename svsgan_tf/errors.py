@@ -22,5 +22,12 @@ class DataError(SVSGANError):
     """A data set (folder, track list) that cannot be used."""
 
 
+class OutputError(SVSGANError):
+    """An output path that cannot be written (not a directory, permission denied, disk full); the
+    command-line tools exit with code 1 for it, as for a failed file, not 2 as for a bad input."""
+
+    exit_code = 1
+
+
 class ServingError(SVSGANError):
     """A model server that cannot be used: down, too slow, unknown model or signature, request refused."""

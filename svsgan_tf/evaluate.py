@@ -25,7 +25,8 @@ from svsgan_tf import cli
 from svsgan_tf.config import TARGETS, STFTConfig
 from svsgan_tf.evaluation import format_score
 from svsgan_tf.io_utils import output_error
-from svsgan_tf.separate import OutputError, check_output_folder
+from svsgan_tf.errors import OutputError
+from svsgan_tf.separate import check_output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ def evaluate_tracks(tracks, separator=None, out_dir: str | None = None, quiet: b
                     path = os.path.join(out_dir, "museval", f"{track.name}.json")
                     with writing(path):
                         atomic_write_text(path, museval_json(track.name, frames))
+        except OutputError:
+            raise                       # an output that cannot be written fails every later track too
         except SVSGANError as err:
             result.skipped.append(str(err))
             logger.warning("skipping %s", err)
@@ -248,13 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        check_output_folder(args.out)
-        cli.start_tensorflow(args.quiet)
-        return _evaluate(args)
-    except OutputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    check_output_folder(args.out)
+    cli.start_tensorflow(args.quiet)
+    return _evaluate(args)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

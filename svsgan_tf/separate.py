@@ -13,6 +13,7 @@ import numpy as np
 
 from svsgan_tf import cli
 from svsgan_tf.chunking import DEFAULT_CHUNK_SECONDS
+from svsgan_tf.errors import OutputError
 
 logger = logging.getLogger(__name__)
 
@@ -126,10 +127,6 @@ def check_output_folder(out_dir: str) -> None:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), out_dir)
     except OSError as err:
         raise OutputError(output_error(out_dir, err)) from None
-
-
-class OutputError(Exception):
-    """An output path that cannot be written; the message is one line."""
 
 
 def write_error(folder: str, target: str, err: Exception) -> OSError:
@@ -260,11 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.chunk_seconds <= 0:
         raise cli.SVSGANError(f"--chunk-seconds {args.chunk_seconds:g}: must be > 0")
     jobs = plan_jobs(args.inputs)
-    try:
-        check_output_folder(args.out)
-    except OutputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    check_output_folder(args.out)
     cli.start_tensorflow(args.quiet)
     from svsgan_tf.model_io import default_model_path
     from svsgan_tf.separator import Separator

@@ -132,9 +132,12 @@ def test_a_full_disk_while_writing_is_one_line_and_exit_1(tiny_model_dir, tmp_pa
 
     monkeypatch.setattr(io_utils, "atomic_write_text", full)
     out = tmp_path / "eval"
-    code = evaluate.main(["--data", str(tmp_path / "data"), "--subset", "none", "--model", tiny_model_dir,
-                          "--out", str(out), "--quiet"])
-    assert code == 1
+    from svsgan_tf import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(lambda: evaluate.main(["--data", str(tmp_path / "data"), "--subset", "none", "--model",
+                                       tiny_model_dir, "--out", str(out), "--quiet"]))
+    assert exit_.value.code == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {out / 'museval' / 'song6.json'}: no space left on device"]
 
