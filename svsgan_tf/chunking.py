@@ -13,6 +13,7 @@ is then close to, not equal to, the state of one-shot separation (see Separator.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -60,9 +61,15 @@ class ChunkLayout:
         """Distance between consecutive chunk starts, a multiple of `align`."""
         return (self.chunk - self.overlap) // self.align * self.align
 
+    def fitted(self) -> "ChunkLayout":
+        """This layout, its chunk lengthened where its alignment leaves no valid step (a resampled input
+        whose rate maps onto the model's grid only every many samples)."""
+        needed = minimum_chunk(self.margin, self.crossfade, self.align)
+        return self if self.chunk >= needed else dataclasses.replace(self, chunk=needed)
+
     def check(self) -> "ChunkLayout":
         """ValueError unless a chunk leaves room between its two joins."""
-        if self.step <= 0 or self.chunk < 2 * (self.margin + self.crossfade):
+        if self.step < self.crossfade or self.chunk < 2 * (self.margin + self.crossfade):
             raise ValueError(f"chunks of {self.chunk} samples are too short for a context of {self.margin} "
                              f"samples, crossfades of {self.crossfade} and starts on multiples of {self.align}: "
                              f"use at least {minimum_chunk(self.margin, self.crossfade, self.align)}")
@@ -88,9 +95,10 @@ def separation_layout(margin: int, align: int, sample_rate: int,
 
 
 def minimum_chunk(margin: int, crossfade: int, align: int = 1) -> int:
-    """The shortest chunk for which a layout with this margin, crossfade and alignment is valid."""
+    """The shortest chunk for which a layout with this margin, crossfade and alignment is valid: its
+    step (a multiple of `align`) at least one crossfade, so that a chunk's two crossfades never meet."""
     overlap = 2 * margin + crossfade
-    return max(2 * (margin + crossfade), (overlap // align + 1) * align + overlap)
+    return max(2 * (margin + crossfade), -(-max(crossfade, 1) // align) * align + overlap)
 
 
 def scaled_layout(layout: ChunkLayout, rate_in: int, rate_out: int, extra_margin: int = 0) -> ChunkLayout:

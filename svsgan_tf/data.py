@@ -223,7 +223,7 @@ def training_dataset(tracks: Sequence[TrackLike], config: Config, seed: int | No
     seed = config.train.seed if seed is None else seed
     steps = epoch_steps(tracks, config)
     nb_examples = sum(examples_per_excerpt(t, config) for t in tracks) * data.excerpts_per_track
-    if steps and nb_examples < config.train.batch_size:
+    if nb_examples < config.train.batch_size:
         raise DataError(f"training data: {nb_examples} examples per pass, fewer than one batch of "
                         f"train.batch_size={config.train.batch_size}; add tracks or lower the batch size")
 

@@ -6,17 +6,22 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import tempfile
 from typing import Iterator
 
-# temporary names carry the writer's process id, so that a later run can tell a killed run's leftovers
-# (whose process is gone) from the files of a run still writing: .<name>.pid<N>.<random>.tmp[.ext] / .old
-TEMPORARY_NAME = re.compile(r"^\..+\.pid(\d+)\.[A-Za-z0-9_]+\.(tmp|old)(\.[A-Za-z0-9]+)*$")
+# temporary names carry the writer's host and process id, so that a later run can tell a killed run's
+# leftovers (whose process is gone) from the files of a run still writing:
+# .<name>.h<host>pid<N>.<random>.tmp[.ext] / .old
+TEMPORARY_NAME = re.compile(r"^\..+\.h([0-9a-f]{8})pid(\d+)\.[A-Za-z0-9_]+\.(tmp|old)(\.[A-Za-z0-9]+)*$")
+# the writer's host, so that a run never removes what a process on another machine (sharing the
+# folder) is writing: its pid says nothing here
+HOST_TAG = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 
 
 def _prefix(path: str) -> str:
     """The start of a temporary name beside `path` (see TEMPORARY_NAME)."""
-    return f".{os.path.basename(path)}.pid{os.getpid()}."
+    return f".{os.path.basename(path)}.h{HOST_TAG}pid{os.getpid()}."
 
 
 def file_sha256(path: str) -> str:
@@ -41,7 +46,7 @@ def remove_stale_temporaries(folder: str) -> list[str]:
     for root, dirs, files in os.walk(folder):
         for name in dirs + files:
             match = TEMPORARY_NAME.match(name)
-            if match is None or _process_alive(int(match.group(1))):
+            if match is None or match.group(1) != HOST_TAG or _process_alive(int(match.group(2))):
                 continue
             path = os.path.join(root, name)
             if os.path.isdir(path) and not os.path.islink(path):
@@ -62,8 +67,8 @@ def _process_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except (PermissionError, OverflowError, OSError):
+        return True                     # not ours to judge: keep it
     return True
 
 

@@ -87,24 +87,35 @@ def plan_jobs(inputs: list[str]) -> list[Job]:
 
 
 def unique_names(paths: list[str], names: list[str]) -> list[str]:
-    """`names`, where equal ones (compared case-insensitively, as some file systems do) are replaced
-    by the shortest end of their absolute paths that tells them all apart: the file name with its
-    extension, then one parent folder without and with the extension, then two, and so on."""
-    groups: dict[str, list[int]] = {}
-    for index, name in enumerate(names):
-        groups.setdefault(name.lower(), []).append(index)
-    result = list(names)
-    for indices in groups.values():
-        if len(indices) == 1:
-            continue
-        parts = {i: os.path.abspath(paths[i]).split(os.sep) for i in indices}
-        for level in range(1, 2 * max(len(p) for p in parts.values())):
-            candidates = {i: candidate_name(parts[i], level) for i in indices}
-            if len({c.lower() for c in candidates.values()}) == len(indices):
-                break
-        for i, candidate in candidates.items():
-            result[i] = candidate
-    return result
+    """`names`, where clashing ones are replaced by the shortest end of their absolute paths that ends
+    the clash: the file name with its extension, then one parent folder without and with the extension,
+    then two, and so on. Two names clash when they are equal (compared case-insensitively, as some file
+    systems do) or when one is a folder of the other (`a` and `a/b`: replacing OUT/a would remove
+    OUT/a/b); every name is checked again after each change."""
+    parts = [os.path.abspath(path).split(os.sep) for path in paths]
+    # a name of d path components is the end of its path at level 2d - 2 (level 0: the file name alone)
+    levels = [0 if len(n.split(os.sep)) == 1 else 2 * len(n.split(os.sep)) - 2 for n in names]
+
+    def name(i: int) -> str:
+        return names[i] if levels[i] == 0 else candidate_name(parts[i], levels[i])
+
+    for _ in range(2 * max((len(p) for p in parts), default=0) + 1):
+        current = [name(i).lower().replace(os.sep, "/") for i in range(len(names))]
+        owners: dict[str, list[int]] = {}
+        for i, value in enumerate(current):
+            owners.setdefault(value, []).append(i)
+        clashing = {i for same in owners.values() if len(same) > 1 for i in same}
+        for i, value in enumerate(current):
+            folders = value.split("/")[:-1]
+            for depth in range(1, len(folders) + 1):
+                for j in owners.get("/".join(folders[:depth]), []):
+                    clashing.update((i, j))
+        movable = [i for i in clashing if levels[i] < 2 * len(parts[i]) - 1]
+        if not movable:
+            break
+        for i in movable:
+            levels[i] += 1
+    return [name(i) for i in range(len(names))]
 
 
 def candidate_name(parts: list[str], level: int) -> str:

@@ -92,3 +92,37 @@ def test_the_chunk_context_covers_each_generator_and_setting():
     assert context(**{"model.generator": "rnn"})[0] == n_fft + 256 * hop    # the LSTM's warm-up
     margin, align = context(**{"model.generator": "unet"})               # unet_filters: 3 levels
     assert align == 8 * hop and margin == n_fft + (5 * 7 + 4) * hop
+
+
+def test_every_valid_layout_has_gains_adding_up_to_one():
+    """Brute force over small layouts: a chunk's two crossfades never meet (the step is checked)."""
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(5000):
+        margin, crossfade, align, chunk = (int(v) for v in rng.integers([0, 1, 1, 1], [30, 30, 16, 200]))
+        layout = ChunkLayout(chunk, margin, crossfade, align)
+        try:
+            layout.check()
+        except ValueError:
+            continue
+        checked += 1
+        nb_samples = int(rng.integers(1, 600))
+        plan = layout.plan(nb_samples)
+        gains = np.zeros(nb_samples)
+        for index, (start, stop) in enumerate(plan):
+            gains[start:stop] += chunk_weights(stop - start, index == 0, index == len(plan) - 1, margin, crossfade)
+        np.testing.assert_allclose(gains, 1.0, atol=1e-5)
+    assert checked > 1000
+
+
+def test_a_rate_that_maps_onto_the_model_grid_rarely_still_separates():
+    """48 kHz into a 44.1 kHz U-Net: the aligned step is ~5 million samples; a short file is one chunk,
+    a long one gets a chunk long enough for the alignment."""
+    from svsgan_tf.chunking import resample_margin, separation_layout
+
+    layout = scaled_layout(separation_layout(4096 + 319 * 512, 512 * 64, 44100), 48000, 44100,
+                           resample_margin(48000, 44100))
+    with pytest.raises(ValueError):
+        layout.check()
+    fitted = layout.fitted().check()
+    assert fitted.step >= fitted.crossfade and all(s % fitted.align == 0 for s, _ in fitted.plan(10 ** 8))

@@ -34,12 +34,17 @@ def test_names_follow_the_rule_and_never_collide(tmp_path):
     write_song(tmp_path / "lib" / "one.wav")
     jobs = plan_jobs([str(x), str(y), str(z), str(flac), str(tmp_path / "lib"), str(x)])
     names = {os.path.relpath(job.path, tmp_path): job.name for job in jobs}
-    assert names == {"x/song.wav": "x/song.wav", "y/song.wav": "y/song.wav", "x/song.flac": "x/song.flac",
+    assert names == {"x/song.wav": "x/song", "y/song.wav": "y/song", "x/song.flac": "song.flac",
                      "z/song_2.wav": "song_2", "lib/album/one.wav": "album/one", "lib/one.wav": "one"}
     assert [n for n in unique_names(["/a/s.wav", "/a/s.flac"], ["s", "s"])] == ["s.wav", "s.flac"]
     assert unique_names(["/a/s.wav", "/b/s.wav"], ["s", "s"]) == ["a/s", "b/s"]
     assert len({job.name.lower() for job in jobs}) == len(jobs) == 6          # x given twice: once
     assert unique_names(["/a/b.wav", "/c/B.wav"], ["b", "B"]) == ["a/b", "c/B"]     # case-insensitive file systems
+    # a name that is a folder of another: replacing OUT/a would remove OUT/a/b
+    assert unique_names(["/l1/a/b.wav", "/l2/a.wav"], ["a/b", "a"]) == ["a/b.wav", "a.wav"]
+    # a renamed name meets a folder-relative one: checked again until none clash
+    assert unique_names(["/p/x/song.wav", "/q/y/song.wav", "/lib/x/song.wav"], ["song", "song", "x/song"]) == \
+        ["p/x/song", "y/song", "lib/x/song"]
 
 
 def test_collisions_write_every_song_and_a_second_run_refuses_to_overwrite(tiny_model_dir, tmp_path):
