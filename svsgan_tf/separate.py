@@ -47,8 +47,9 @@ def add_existing_flags(parser: argparse.ArgumentParser) -> None:
 
 NAMING_RULE = ("Each input gets OUT/NAME/{vocals,accompaniment}.wav. NAME is the file name without its "
                "extension for a file given by name, and the path below the folder without the extension "
-               "for a file found in a folder. Inputs whose NAMEs would be equal get the shortest end of "
-               "their paths that tells them apart (song.wav and song.flac; x/song and y/song). An "
+               "for a file found in a folder. NAMEs that are equal, or one a folder of the other, get the "
+               "shortest end of their paths that ends the clash (song.wav and song.flac; x/song and "
+               "y/song). An "
                "existing OUT/NAME is refused unless --overwrite or --skip-existing is given.")
 
 # output failures that every later file would meet too: the batch stops at the first
