@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from svsgan_tf import cli
-from svsgan_tf.chunking import DEFAULT_CHUNK_SECONDS, ChunkJoiner, ChunkLayout, separation_layout
+from svsgan_tf.chunking import DEFAULT_CHUNK_SECONDS, ChunkLayout, separate_in_chunks, separation_layout
 from svsgan_tf.errors import ConfigError
 from svsgan_tf.export import INFO_SIGNATURE, WAVEFORM_SIGNATURE
 
@@ -396,7 +396,7 @@ def run_signature(signature: Signature, arrays: dict, output_filter, layout: Chu
 
 
 def run_in_chunks(signature: Signature, waveform, names: list[str], layout: ChunkLayout, is_active=None) -> dict:
-    """Separate a long waveform in the chunks of `layout.plan` and join them with ChunkJoiner.
+    """Separate a long waveform in the chunks of `layout.plan`, joined by chunking.separate_in_chunks.
 
     Args:
         waveform: (nb_channels, nb_samples) float32.
@@ -410,11 +410,8 @@ def run_in_chunks(signature: Signature, waveform, names: list[str], layout: Chun
     import numpy as np
 
     nb_channels, nb_samples = waveform.shape
-    plan = layout.plan(nb_samples)
-    joiners = {name: ChunkJoiner(plan, layout.margin, layout.crossfade) for name in names}
-    stems = {name: np.empty((nb_channels, nb_samples), np.float32) for name in names}
-    done = 0
-    for start, stop in plan:
+
+    def separate(start: int, stop: int) -> dict:
         if is_active is not None and not is_active():
             raise RequestError(grpc.StatusCode.CANCELLED, "the client cancelled or its deadline passed")
         outputs = call_signature(signature, {WAVEFORM_INPUT: waveform[:, start:stop]}, names)
@@ -424,13 +421,16 @@ def run_in_chunks(signature: Signature, waveform, names: list[str], layout: Chun
                                    f"output {name!r} of signature {signature.name!r} is "
                                    f"{_shape_text(outputs[name].shape)} for a chunk of "
                                    f"{_shape_text((nb_channels, stop - start))}: it cannot be separated in chunks")
-            block = joiners[name].push(outputs[name].T)
+        return {name: outputs[name].T for name in names}               # (stop - start, nb_channels)
+
+    stems = {name: np.empty((nb_channels, nb_samples), np.float32) for name in names}
+    done = 0
+    for blocks in separate_in_chunks(layout, nb_samples, separate, names):
+        for name, block in blocks.items():
             stems[name][:, done:done + block.shape[0]] = block.T
         done += block.shape[0]
-    for name in names:
-        stems[name][:, done:] = joiners[name].finish().T
     logger.info("%s: %d channels x %d samples separated in %d chunks of at most %d samples",
-                signature.name, nb_channels, nb_samples, len(plan), layout.chunk)
+                signature.name, nb_channels, nb_samples, len(layout.plan(nb_samples)), layout.chunk)
     return stems
 
 

@@ -38,7 +38,7 @@ def load_audio(path: str) -> tuple[np.ndarray, int]:
         AudioError naming `path` when the file is missing, unreadable, empty or not finite.
     """
     with open_audio(path) as reader:
-        waveform = _read_frames(reader, path, -1)
+        waveform = read_frames(reader, path, -1)
         sample_rate = reader.samplerate
     check_waveform(waveform, path)
     return waveform, int(sample_rate)
@@ -125,11 +125,14 @@ def _open_soundfile(path: str, source: str) -> Iterator:
         yield reader
 
 
-def _read_frames(reader, source: str, frames: int) -> np.ndarray:
-    """reader.read(frames) with decoding errors as AudioError naming `source`."""
+def read_frames(reader, source: str, frames: int = -1, start: int | None = None) -> np.ndarray:
+    """reader.read(frames) (after reader.seek(start) when given), float32 (frames, channels), with
+    decoding errors as AudioError naming `source`."""
     import soundfile as sf
 
     try:
+        if start is not None:
+            reader.seek(start)
         return reader.read(frames)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         raise AudioError(source, _decode_problem(err)) from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 
 import numpy as np
@@ -185,6 +186,23 @@ class ChunkJoiner:
             raise ValueError(f"{len(self.plan) - self.index} chunks missing")
         rest, self.pending = self.pending, None
         return rest
+
+
+def separate_in_chunks(layout: ChunkLayout, nb_samples: int, separate, names) -> Iterator[dict]:
+    """Run `separate` on each chunk of `layout.plan(nb_samples)` and join the outputs as they come.
+
+    Args:
+        separate: (start, stop) -> {name: (stop - start, nb_channels) float} for each of `names`.
+    Yields:
+        {name: (nb_block_samples, nb_channels) float32}: consecutive finished blocks whose lengths add
+        up to nb_samples; memory holds one chunk and one overlap per name.
+    """
+    plan = layout.plan(nb_samples)
+    joiners = {name: ChunkJoiner(plan, layout.margin, layout.crossfade) for name in names}
+    for start, stop in plan:
+        pieces = separate(start, stop)
+        yield {name: joiners[name].push(pieces[name]) for name in names}
+    yield {name: joiners[name].finish() for name in names}
 
 
 def join_chunks(pieces: list[np.ndarray], plan: list[tuple[int, int]], margin: int, crossfade: int) -> np.ndarray:

@@ -165,7 +165,7 @@ def separate_file(separator, job: Job, out_dir: str, protect: tuple[str, ...] = 
     """
     import soundfile as sf
 
-    from svsgan_tf.audio import open_audio, write_options
+    from svsgan_tf.audio import open_audio, read_frames, write_options
     from svsgan_tf.config import TARGETS
     from svsgan_tf.errors import AudioError
     from svsgan_tf.io_utils import atomic_directory, fsync_file
@@ -181,11 +181,7 @@ def separate_file(separator, job: Job, out_dir: str, protect: tuple[str, ...] = 
                               "--skip-existing to keep it")
     with open_audio(job.path) as reader, atomic_directory(folder) as tmp:
         def read(start: int, stop: int):
-            try:
-                reader.seek(start)
-                return reader.read(stop - start, dtype="float32", always_2d=True)
-            except (sf.LibsndfileError, RuntimeError) as err:
-                raise AudioError(job.path, f"cannot decode audio at sample {start} ({err})") from None
+            return read_frames(reader, job.path, stop - start, start)
 
         paths = {target: os.path.join(tmp, f"{target}.wav") for target in TARGETS}
         writers = {}

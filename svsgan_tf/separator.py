@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from svsgan_tf.audio import check_waveform, resample
 from svsgan_tf.errors import AudioError
-from svsgan_tf.chunking import (DEFAULT_CHUNK_SECONDS, RECURRENT_WARMUP_FRAMES, ChunkJoiner, ChunkLayout,
-                                resample_margin, scaled_layout, separation_layout)
+from svsgan_tf.chunking import (DEFAULT_CHUNK_SECONDS, RECURRENT_WARMUP_FRAMES, ChunkLayout, resample_margin,
+                                scaled_layout, separate_in_chunks, separation_layout)
 from svsgan_tf.config import TARGETS, Config
 from svsgan_tf.spectral import griffin_lim, istft, join_channels, split_channels, stft, unit_phase, wiener
 
@@ -268,17 +268,17 @@ def separate_stream(engine, read, nb_samples: int, nb_channels: int, sample_rate
                            resample_margin(sample_rate, model_rate))
     if nb_samples > layout.chunk:           # what fits in one chunk is separated in one piece
         layout = layout.fitted().check()
-    plan = layout.plan(nb_samples)
-    joiners = {name: ChunkJoiner(plan, layout.margin, layout.crossfade) for name in TARGETS}
-    for start, stop in plan:
-        part = source if len(plan) == 1 else f"{source} [samples {start}:{stop}]"
+    whole = len(layout.plan(nb_samples)) == 1
+
+    def separate(start: int, stop: int) -> dict[str, np.ndarray]:
+        part = source if whole else f"{source} [samples {start}:{stop}]"
         audio = np.asarray(read(start, stop))
         if audio.ndim == 2 and audio.shape[0] != stop - start:
             raise AudioError(source, f"the decoder gave {audio.shape[0]} samples at sample {start}, expected "
                                      f"{stop - start} (the file is shorter than its header says)")
-        stems = separate_array(engine.separate_chunk, audio, sample_rate, model_rate, engine.min_samples, part)
-        yield {name: joiners[name].push(stems[name]) for name in TARGETS}
-    yield {name: joiners[name].finish() for name in TARGETS}
+        return separate_array(engine.separate_chunk, audio, sample_rate, model_rate, engine.min_samples, part)
+
+    yield from separate_in_chunks(layout, nb_samples, separate, TARGETS)
 
 
 def separate_array(separate_fn, waveform: np.ndarray, sample_rate: int | None, model_rate: int,
