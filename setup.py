@@ -44,7 +44,7 @@ setup(
         "svsgan-experiment=svsgan_tf.experiment:run",
         "svsgan-evaluate=svsgan_tf.evaluate:run",
         "svsgan-compare=svsgan_tf.compare:run",
-        "svsgan-export=svsgan_tf.export:run",
+        "svsgan-export=svsgan_tf.export.__main__:run",
         "svsgan-pack=svsgan_tf.pack:run",
         "svsgan-serve=serving.server:run",
         "svsgan-serving-client=serving.client:run",

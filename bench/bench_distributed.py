@@ -35,8 +35,8 @@ def measure(strategy_name: str, steps: int, repeats: int) -> dict:
     import keras
 
     from svsgan_tf.config import Config
-    from svsgan_tf.distribute import make_strategy
-    from svsgan_tf.training import build_svsgan
+    from svsgan_tf.training.distribute import make_strategy
+    from svsgan_tf.training.fit import build_svsgan
 
     config = Config()
     if strategy_name == "mirrored":                     # two logical CPUs even where GPUs are visible

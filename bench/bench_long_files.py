@@ -39,7 +39,7 @@ def write_long_wav(path: str, minutes: float) -> None:
     import soundfile as sf
 
     sys.path.insert(0, ROOT)
-    from svsgan_tf.synthetic import make_track
+    from svsgan_tf.data.synthetic import make_track
 
     total = int(minutes * 60 * RATE)
     with sf.SoundFile(path, "w", samplerate=RATE, channels=2, subtype="PCM_16") as handle:

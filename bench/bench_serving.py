@@ -72,7 +72,7 @@ def free_port() -> int:
 def random_model(folder: str) -> tuple[str, str]:
     """A default-size generator (Config() defaults) with random weights, saved as a model directory."""
     from svsgan_tf.config import Config, git_commit
-    from svsgan_tf.model_io import save_model
+    from svsgan_tf.models.model_io import save_model
     from svsgan_tf.models import build_generator
     from svsgan_tf.runtime import set_seed
 
@@ -365,9 +365,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving.server import DEFAULT_MAX_CHANNELS, DEFAULT_MAX_CONCURRENT_RUNS
     from svsgan_tf.config import Config
-    from svsgan_tf.export import export_model
-    from svsgan_tf.model_io import PRETRAINED_DIR, load_config, load_generator
-    from svsgan_tf.synthetic import make_track
+    from svsgan_tf.export.savedmodel import export_model
+    from svsgan_tf.models.model_io import PRETRAINED_DIR, load_config, load_generator
+    from svsgan_tf.data.synthetic import make_track
 
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as scratch:
         random_weights = False

@@ -29,10 +29,10 @@ def training_throughput(steps: int) -> list[dict]:
     """Frames per second of train_step for each generator and phase on cached synthetic batches."""
     import tensorflow as tf
 
-    from svsgan_tf import data as data_lib
+    from svsgan_tf.data import pipeline as data_lib
     from svsgan_tf.config import Config
-    from svsgan_tf.synthetic import make_tracks
-    from svsgan_tf.training import build_svsgan
+    from svsgan_tf.data.synthetic import make_tracks
+    from svsgan_tf.training.fit import build_svsgan
 
     results = []
     for generator, bidirectional, nb_channels in (("encoder", False, 1), ("encoder", False, 2), ("rnn", False, 1),
@@ -73,9 +73,9 @@ def separation(model: str | None, wiener: int) -> dict:
     import soundfile as sf
 
     from svsgan_tf.config import Config
-    from svsgan_tf.model_io import PRETRAINED_DIR
+    from svsgan_tf.models.model_io import PRETRAINED_DIR
     from svsgan_tf.models import build_generator
-    from svsgan_tf.separator import Separator
+    from svsgan_tf.separation.separator import Separator
 
     if model or os.path.isfile(os.path.join(PRETRAINED_DIR, "config.json")):
         path = model or PRETRAINED_DIR

@@ -1,10 +1,10 @@
 """`python -m serving.client --server HOST:PORT --model_name NAME INPUT... --out DIR`: separation over gRPC.
 
 `SeparationClient` calls a TF Serving PredictionService (tensorflow_model_server or serving.server)
-holding an svsgan_tf export (svsgan_tf/export.py): GetModelMetadata checks the signatures, the
+holding an svsgan_tf export (svsgan_tf/export/savedmodel.py): GetModelMetadata checks the signatures, the
 `model_info` signature gives the sample rate and STFT settings, and `serving_default` separates.
 
-Long audio is cut into requests below --max_request_mb and joined back with `svsgan_tf.chunking`, on the
+Long audio is cut into requests below --max_request_mb and joined back with `svsgan_tf.separation.chunking`, on the
 model's own chunk context (the export's `model_info` gives it, see Separator.chunk_context): the
 joined result equals one-shot separation to float rounding for models with a bounded context; an LSTM
 restarts each request a warm-up before the join.
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from svsgan_tf import cli
-from svsgan_tf.chunking import DEFAULT_CROSSFADE_SECONDS, ChunkLayout, minimum_chunk
+from svsgan_tf.separation.chunking import DEFAULT_CROSSFADE_SECONDS, ChunkLayout, minimum_chunk
 from svsgan_tf.config import TARGETS
 from svsgan_tf.errors import AudioError, ServingError
-from svsgan_tf.export import INFO_SIGNATURE, WAVEFORM_SIGNATURE
+from svsgan_tf.export.savedmodel import INFO_SIGNATURE, WAVEFORM_SIGNATURE
 
 logger = logging.getLogger(__name__)
 
@@ -236,13 +236,13 @@ class SeparationClient:
         Returns:
             {"vocals", "accompaniment"}: arrays shaped like `waveform`, at its sample rate.
         """
-        from svsgan_tf.separator import separate_whole
+        from svsgan_tf.separation.separator import separate_whole
 
         return separate_whole(self, waveform, sample_rate, source)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from svsgan_tf.separate import NAMING_RULE, add_existing_flags
+    from svsgan_tf.separation.files import NAMING_RULE, add_existing_flags
 
     parser = argparse.ArgumentParser(epilog=NAMING_RULE,
                                      
@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from svsgan_tf.separate import check_output_folder, plan_jobs, report, separate_files
+    from svsgan_tf.separation.files import check_output_folder, plan_jobs, report, separate_files
 
     jobs = plan_jobs(args.inputs)
     check_output_folder(args.out)

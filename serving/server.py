@@ -19,7 +19,7 @@ signature before allocating anything for it, and answers with these gRPC status 
     any other failure while running                        INTERNAL
 
 Memory stays bounded: at most --max_concurrent_runs signatures run at once, a waveform longer than
---chunk_seconds is separated in chunks joined with svsgan_tf.chunking (on the chunk context that the
+--chunk_seconds is separated in chunks joined with svsgan_tf.separation.chunking (on the chunk context that the
 export's model_info states; exports without it are separated in one piece), and freed heap memory is
 handed back to the system after every TRIM_EVERY_BYTES of requests and responses (glibc malloc_trim).
 
@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from svsgan_tf import cli
-from svsgan_tf.chunking import DEFAULT_CHUNK_SECONDS, ChunkLayout, separate_in_chunks, separation_layout
+from svsgan_tf.separation.chunking import DEFAULT_CHUNK_SECONDS, ChunkLayout, separate_in_chunks, separation_layout
 from svsgan_tf.errors import ConfigError
-from svsgan_tf.export import INFO_SIGNATURE, WAVEFORM_SIGNATURE
+from svsgan_tf.export.savedmodel import INFO_SIGNATURE, WAVEFORM_SIGNATURE
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class Servable:
 
 def newest_version(base_path: str) -> tuple[int, str]:
     """(version, folder) of the newest numeric version under `base_path`; ConfigError if none."""
-    from svsgan_tf.export import existing_versions
+    from svsgan_tf.export.savedmodel import existing_versions
 
     if not os.path.isdir(base_path):
         raise ConfigError(f"{base_path}: model base path not found")

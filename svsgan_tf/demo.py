@@ -21,8 +21,8 @@ from svsgan_tf import cli
 def example_track():
     """The stem file that ships with the stempeg wheel (an excerpt of "The Easton Ellises - Falcon 69"),
     as a MUSDB track with its own mixture stream; readable inside the `with` block."""
-    from svsgan_tf.datasets import load_dataset
-    from svsgan_tf.evaluation import import_museval
+    from svsgan_tf.data.datasets import load_dataset
+    from svsgan_tf.evaluation.bss import import_museval
 
     import_museval()
     import stempeg
@@ -35,10 +35,10 @@ def example_track():
 
 def separate_example_song(out_dir: str, model: str | None, quiet: bool) -> str:
     """Separate the stempeg example song into out_dir/<song>/ and return the score table."""
-    from svsgan_tf.audio import write_audio
-    from svsgan_tf.evaluate import evaluate_tracks, markdown, summarize
-    from svsgan_tf.model_io import default_model_path
-    from svsgan_tf.separator import Separator
+    from svsgan_tf.audio.io import write_audio
+    from svsgan_tf.evaluation.tracks import evaluate_tracks, markdown, summarize
+    from svsgan_tf.models.model_io import default_model_path
+    from svsgan_tf.separation.separator import Separator
 
     separator = Separator.from_directory(model or default_model_path())
     with example_track() as track:

@@ -40,8 +40,8 @@ def mask_difference(reference, target: str, seconds: float = 1.0, seed: int = 0)
     import numpy as np
     import tensorflow as tf
 
-    from svsgan_tf.separator import Separator
-    from svsgan_tf.spectral import stft
+    from svsgan_tf.separation.separator import Separator
+    from svsgan_tf.audio.spectral import stft
 
     first, second = Separator(*reference), Separator.from_directory(target)
     stft_config = first.config.stft
@@ -53,7 +53,7 @@ def mask_difference(reference, target: str, seconds: float = 1.0, seed: int = 0)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.start_tensorflow(args.quiet)
-    from svsgan_tf.model_io import GENERATOR_FILE, pack_model
+    from svsgan_tf.models.model_io import GENERATOR_FILE, pack_model
 
     precision = "int8" if args.int8 else "float16" if args.float16 else "float32"
     reference = pack_model(args.models, args.out, precision, cli.parse_overrides(args.set))

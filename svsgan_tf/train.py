@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
     cli.start_tensorflow(args.quiet)
-    from svsgan_tf.distribute import make_strategy
-    from svsgan_tf.training import train
+    from svsgan_tf.training.distribute import make_strategy
+    from svsgan_tf.training.fit import train
 
     strategy = make_strategy(args.strategy)        # before any op: a multi-worker cluster forms here
     result = train(config, args.out, init_model=args.init_model, strategy=strategy,

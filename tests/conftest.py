@@ -40,7 +40,7 @@ def shared_file(*parts: str) -> str:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     """A tiny encoder trained for one KL and one GAN epoch on the synthetic set."""
-    from svsgan_tf.training import train
+    from svsgan_tf.training.fit import train
 
     out = tmp_path_factory.mktemp("tiny_run")
     result = train(tiny_config(), str(out), verbose=0, tensorboard=False)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from svsgan_tf.audio import check_waveform, find_audio_files, load_audio, resample, write_audio
+from svsgan_tf.audio.io import check_waveform, find_audio_files, load_audio, resample, write_audio
 from svsgan_tf.errors import AudioError
 from tests.conftest import shared_file
 
@@ -116,7 +116,7 @@ def test_an_unreadable_file_is_permission_denied(tmp_path):
 def test_permission_denied_is_reported_before_libsndfile_says_system_error(tmp_path, monkeypatch):
     import builtins
 
-    import svsgan_tf.audio as audio
+    import svsgan_tf.audio.io as audio
 
     path = tmp_path / "locked.flac"
     sf.write(path, np.zeros((100, 1)), 8000)
@@ -141,7 +141,7 @@ def test_a_wav_cut_short_is_read_with_a_warning(tmp_path, caplog, fmt, subtype, 
     audio = np.random.default_rng(0).uniform(-0.5, 0.5, (8000, channels)).astype(np.float32)
     whole = tmp_path / "whole.wav"
     sf.write(whole, audio, 8000, format=fmt, subtype=subtype)
-    with caplog.at_level("WARNING", logger="svsgan_tf.audio"):
+    with caplog.at_level("WARNING", logger="svsgan_tf.audio.io"):
         load_audio(str(whole))
     assert caplog.records == []
     data = whole.read_bytes()
@@ -149,7 +149,7 @@ def test_a_wav_cut_short_is_read_with_a_warning(tmp_path, caplog, fmt, subtype, 
     header = data.index(b"data") + 8
     cut = tmp_path / "cut.wav"
     cut.write_bytes(data[:header + 3000 * frame + 1])                 # 3000 frames and a partial one
-    with caplog.at_level("WARNING", logger="svsgan_tf.audio"):
+    with caplog.at_level("WARNING", logger="svsgan_tf.audio.io"):
         waveform, rate = load_audio(str(cut))
     assert waveform.shape == (3000, channels) and rate == 8000
     np.testing.assert_allclose(waveform, audio[:3000], atol=1e-4)
@@ -163,7 +163,7 @@ def test_rf64_and_other_formats_are_not_looked_into(tmp_path, caplog):
     sf.write(path, np.zeros((4000, 1)), 8000, format="RF64", subtype="PCM_16")
     data = path.read_bytes()
     path.write_bytes(data[:len(data) - 1000])
-    with caplog.at_level("WARNING", logger="svsgan_tf.audio"):
+    with caplog.at_level("WARNING", logger="svsgan_tf.audio.io"):
         waveform, _ = load_audio(str(path))
     assert waveform.shape[0] < 4000 and caplog.records == []
 
@@ -171,7 +171,7 @@ def test_rf64_and_other_formats_are_not_looked_into(tmp_path, caplog):
 def _ffmpeg(*args):
     import subprocess
 
-    from svsgan_tf.audio import ffmpeg_executable
+    from svsgan_tf.audio.io import ffmpeg_executable
 
     executable = ffmpeg_executable()
     if executable is None:
@@ -184,7 +184,7 @@ def test_formats_libsndfile_cannot_read_are_decoded_with_ffmpeg_through_a_privat
     import stat
     import tempfile
 
-    from svsgan_tf.audio import open_audio
+    from svsgan_tf.audio.io import open_audio
 
     audio = np.random.default_rng(1).uniform(-0.5, 0.5, (6000, 2)).astype(np.float32)
     source = tmp_path / "source.wav"
@@ -223,7 +223,8 @@ def test_an_ffmpeg_failure_is_one_line_with_its_last_message(tmp_path):
 
 
 def test_one_list_of_extensions_serves_folder_search_data_sets_and_decoding(tmp_path):
-    from svsgan_tf import audio, datasets
+    from svsgan_tf.audio import io as audio
+    from svsgan_tf.data import datasets
 
     assert datasets.AUDIO_EXTENSIONS is audio.AUDIO_EXTENSIONS
     assert set(audio.AUDIO_EXTENSIONS) == set(audio.SOUNDFILE_EXTENSIONS) | set(audio.FFMPEG_EXTENSIONS)
@@ -233,7 +234,7 @@ def test_one_list_of_extensions_serves_folder_search_data_sets_and_decoding(tmp_
 
 
 def test_open_audio_reads_float32_frames_by_channel_and_load_audio_still_refuses_non_finite(tmp_path):
-    from svsgan_tf.audio import open_audio
+    from svsgan_tf.audio.io import open_audio
 
     mono = tmp_path / "mono.flac"
     sf.write(mono, np.linspace(-0.5, 0.5, 1000), 8000, subtype="PCM_24")

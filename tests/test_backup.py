@@ -7,14 +7,14 @@ import os
 import numpy as np
 import pytest
 
-from svsgan_tf.backup import STATE_FILE, ResumableBackup, last_good_backup, weights_name, write_backup
+from svsgan_tf.training.backup import STATE_FILE, ResumableBackup, last_good_backup, weights_name, write_backup
 from svsgan_tf.errors import ConfigError
 from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
 def model():
-    from svsgan_tf.training import build_svsgan
+    from svsgan_tf.training.fit import build_svsgan
 
     return build_svsgan(tiny_config())
 
@@ -37,7 +37,7 @@ def test_two_backups_are_kept_and_a_damaged_one_is_passed_over(model, tmp_path, 
     assert last_good_backup(backup_dir) == third
 
     flip_a_byte(third.weights)
-    with caplog.at_level(logging.WARNING, logger="svsgan_tf.backup"):
+    with caplog.at_level(logging.WARNING, logger="svsgan_tf.training.backup"):
         found = last_good_backup(backup_dir)
     assert found.epoch == 2
     assert any(third.weights in r.getMessage() and "checksum mismatch" in r.getMessage() for r in caplog.records)
@@ -51,7 +51,7 @@ def test_a_damaged_state_file_falls_back_to_the_backups_by_name(model, tmp_path,
     write_backup(backup_dir, model, 1, write_backup(backup_dir, model, 0, None))
     with open(os.path.join(backup_dir, STATE_FILE), "w") as handle:
         handle.write('{"epoch": 1, "weig')                              # cut mid-write
-    with caplog.at_level(logging.WARNING, logger="svsgan_tf.backup"):
+    with caplog.at_level(logging.WARNING, logger="svsgan_tf.training.backup"):
         found = last_good_backup(backup_dir)
     assert found.epoch == 1 and found.sha256 is None
     assert any("damaged" in r.getMessage() for r in caplog.records)
@@ -73,7 +73,7 @@ def test_restoring_a_damaged_backup_without_checksum_is_one_line(model, tmp_path
 
 
 def test_a_restored_backup_holds_the_weights_and_both_optimizers(tmp_path):
-    from svsgan_tf.training import build_svsgan
+    from svsgan_tf.training.fit import build_svsgan
 
     config = tiny_config()
     source, target = build_svsgan(config), build_svsgan(config)

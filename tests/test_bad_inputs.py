@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from svsgan_tf.audio import ffmpeg_executable
+from svsgan_tf.audio.io import ffmpeg_executable
 from svsgan_tf.io_utils import TEMPORARY_NAME
-from svsgan_tf.synthetic import make_track
+from svsgan_tf.data.synthetic import make_track
 from tests.test_cli import run, tiny_flags
 
 RATE = 8000
@@ -118,7 +118,7 @@ def file_hashes(folder) -> dict[str, str]:
 
 def check_batch(result, cases: list[Case], out) -> None:
     """What every batch over the corpus must show (separate and serving.client alike)."""
-    from svsgan_tf.separate import plan_jobs
+    from svsgan_tf.separation.files import plan_jobs
 
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 1, result.stderr
@@ -164,7 +164,7 @@ def test_separate_over_the_corpus(corpus, tiny_model_dir, tmp_path):
 
 
 def test_serving_client_over_the_corpus(corpus, tiny_model_dir, tmp_path):
-    from svsgan_tf.export import export_model
+    from svsgan_tf.export.savedmodel import export_model
     from tests.test_serving import MODEL, Server
 
     folder, cases, hashes = corpus

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from svsgan_tf.chunking import ChunkJoiner, ChunkLayout, chunk_weights, join_chunks, plan_chunks, scaled_layout
+from svsgan_tf.separation.chunking import ChunkJoiner, ChunkLayout, chunk_weights, join_chunks, plan_chunks, scaled_layout
 
 
 def test_chunk_plan_and_crossfade_gains():
@@ -61,7 +61,7 @@ def test_a_layout_at_another_rate_starts_on_the_model_grid():
 def test_chunked_separation_equals_one_shot(overrides, rate):
     """Chunks of 4 s against the whole 30 s song, at the model's rate and resampled; every generator."""
     from svsgan_tf.models import build_generator
-    from svsgan_tf.separator import Separator
+    from svsgan_tf.separation.separator import Separator
 
     config = tiny_config(**overrides)
     generator = build_generator(config)
@@ -78,7 +78,7 @@ def test_chunked_separation_equals_one_shot(overrides, rate):
 
 def test_the_chunk_context_covers_each_generator_and_setting():
     from svsgan_tf.models import build_generator
-    from svsgan_tf.separator import Separator
+    from svsgan_tf.separation.separator import Separator
 
     def context(griffin_lim=0, **overrides):
         config = tiny_config(**overrides)
@@ -118,7 +118,7 @@ def test_every_valid_layout_has_gains_adding_up_to_one():
 def test_a_rate_that_maps_onto_the_model_grid_rarely_still_separates():
     """48 kHz into a 44.1 kHz U-Net: the aligned step is ~5 million samples; a short file is one chunk,
     a long one gets a chunk long enough for the alignment."""
-    from svsgan_tf.chunking import resample_margin, separation_layout
+    from svsgan_tf.separation.chunking import resample_margin, separation_layout
 
     layout = scaled_layout(separation_layout(4096 + 319 * 512, 512 * 64, 44100), 48000, 44100,
                            resample_margin(48000, 44100))

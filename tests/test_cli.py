@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from svsgan_tf.synthetic import make_track
+from svsgan_tf.data.synthetic import make_track
 from tests.conftest import ROOT, TINY
 
 
@@ -128,7 +128,7 @@ def test_separate_rejects_a_missing_model_in_one_line(tmp_path):
 
 def test_experiment_generators_flag_names_each_model_and_rejects_unknown_names(tmp_path):
     from svsgan_tf.errors import ConfigError
-    from svsgan_tf.experiment import models, parse_generators
+    from svsgan_tf.evaluation.paper import models, parse_generators
 
     assert parse_generators("encoder,rnn") == ("encoder", "rnn")
     assert [m[0] for m in models(parse_generators("unet, encoder"))] == \

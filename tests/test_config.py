@@ -79,7 +79,7 @@ def test_unknown_keys_and_bad_json_are_rejected(tmp_path):
 def test_model_rebuilt_from_config_alone(tmp_path, generator):
     import tensorflow as tf
 
-    from svsgan_tf.model_io import load_generator, save_model
+    from svsgan_tf.models.model_io import load_generator, save_model
     from svsgan_tf.models import build_discriminator, build_generator
 
     config = tiny_config(**{"model.generator": generator})

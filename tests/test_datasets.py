@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from svsgan_tf.datasets import ArrayTrack, load_dataset, materialize
+from svsgan_tf.data.datasets import ArrayTrack, load_dataset, materialize
 from svsgan_tf.errors import DataError
 from tests.conftest import shared_file
 
@@ -117,7 +117,7 @@ def test_stempeg_example_file_without_the_shared_folder(tmp_path):
     import os
     import shutil
 
-    from svsgan_tf.evaluation import import_museval
+    from svsgan_tf.evaluation.bss import import_museval
 
     import_museval()
     import stempeg

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from svsgan_tf.backup import STATE_FILE, backup_epoch
+from svsgan_tf.training.backup import STATE_FILE, backup_epoch
 from tests.conftest import ROOT, TINY, tiny_config
 
 # SGD, not Adam: Adam divides by the gradients' scale, so it would hide a loss that is N times too large
@@ -109,7 +109,7 @@ def train_cli(out, settings):
 def test_strategy_names_and_one_line_errors(monkeypatch):
     import tensorflow as tf
 
-    from svsgan_tf.distribute import check_global_batch, is_chief, make_strategy, task_id
+    from svsgan_tf.training.distribute import check_global_batch, is_chief, make_strategy, task_id
     from svsgan_tf.errors import ConfigError
 
     one = make_strategy("one")
@@ -325,8 +325,8 @@ def _equivalence_child(folder):
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from svsgan_tf import training
-    from svsgan_tf.distribute import make_strategy
+    from svsgan_tf.training import fit as training
+    from svsgan_tf.training.distribute import make_strategy
 
     runs, histories, replicas = {}, {}, {}
     for name in ("one", "mirrored"):
@@ -351,7 +351,7 @@ def _equivalence_child(folder):
 
 def _worker_child(out, weights_path):
     """One worker of the TF_CONFIG cluster: train the tiny model, save its final variables to an .npz."""
-    from svsgan_tf import training
+    from svsgan_tf.training import fit as training
 
     snapshots = []
     _record_epochs(training, snapshots)

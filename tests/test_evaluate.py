@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from svsgan_tf.datasets import ArrayTrack
-from svsgan_tf.evaluate import evaluate_tracks, summarize
-from svsgan_tf.separator import Separator
-from svsgan_tf.synthetic import make_track
+from svsgan_tf.data.datasets import ArrayTrack
+from svsgan_tf.evaluation.tracks import evaluate_tracks, summarize
+from svsgan_tf.separation.separator import Separator
+from svsgan_tf.data.synthetic import make_track
 from tests.conftest import shared_file
 from tests.test_cli import run
 
@@ -19,7 +19,7 @@ def synthetic_track(seed, rate=8000):
 
 
 def test_scores_equal_a_direct_museval_call(tiny_model_dir):
-    from svsgan_tf.evaluation import import_museval
+    from svsgan_tf.evaluation.bss import import_museval
 
     museval = import_museval()
     separator = Separator.from_directory(tiny_model_dir)
@@ -94,7 +94,7 @@ def test_evaluate_cli_writes_summary_tables_and_figures(tiny_model_dir, tmp_path
 
 
 def test_skipped_tracks_are_counted_by_problem_in_one_line():
-    from svsgan_tf.evaluate import skipped_line
+    from svsgan_tf.evaluation.tracks import skipped_line
 
     skipped = ["a/vocals.wav: cannot decode audio (Error opening 'a/vocals.wav': Format not recognised.)",
                "b: stems differ in length (100 to 200 samples, e.g. vocals.wav)",
@@ -143,7 +143,7 @@ def test_a_full_disk_while_writing_is_one_line_and_exit_1(tiny_model_dir, tmp_pa
 
 
 def test_global_sdr_against_its_definition():
-    from svsgan_tf.evaluation import global_sdr
+    from svsgan_tf.evaluation.bss import global_sdr
 
     rng = np.random.default_rng(0)
     reference = rng.standard_normal((1000, 2))

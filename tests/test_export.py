@@ -9,11 +9,11 @@ import tensorflow as tf
 
 from svsgan_tf.config import Config
 from svsgan_tf.errors import ConfigError
-from svsgan_tf.export import SIGNATURES, export_model, next_version
-from svsgan_tf.model_io import PRETRAINED_DIR
-from svsgan_tf.separator import Separator
-from svsgan_tf.spectral import nb_frames_for, stft
-from svsgan_tf.synthetic import make_track
+from svsgan_tf.export.savedmodel import SIGNATURES, export_model, next_version
+from svsgan_tf.models.model_io import PRETRAINED_DIR
+from svsgan_tf.separation.separator import Separator
+from svsgan_tf.audio.spectral import nb_frames_for, stft
+from svsgan_tf.data.synthetic import make_track
 from tests.conftest import ROOT
 
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -154,7 +154,7 @@ def test_cli_defaults_to_the_shipped_model(tmp_path):
 
 
 def test_help_does_not_start_tensorflow():
-    code = ("import sys, contextlib, io\nimport svsgan_tf.export as export\n"
+    code = ("import sys, contextlib, io\nimport svsgan_tf.export.__main__ as export\n"
             "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
             "    export.main(['--help'])\n"
             "print('--version N' in out.getvalue(), 'tensorflow' in sys.modules)")
@@ -165,7 +165,7 @@ def test_help_does_not_start_tensorflow():
 def test_pack_keeps_g_only_halves_the_size_with_float16_and_separates_alike(tiny_model_dir, tmp_path):
     import hashlib
 
-    from svsgan_tf.model_io import DISCRIMINATOR_FILE, GENERATOR_FILE, pack_model
+    from svsgan_tf.models.model_io import DISCRIMINATOR_FILE, GENERATOR_FILE, pack_model
     from svsgan_tf.pack import mask_difference
 
     def digest(folder):
@@ -194,7 +194,7 @@ def test_pack_keeps_g_only_halves_the_size_with_float16_and_separates_alike(tiny
 def test_pack_int8_stores_matrices_in_a_quarter_of_the_size_within_half_a_step(tiny_model_dir, tmp_path):
     import h5py
 
-    from svsgan_tf.model_io import GENERATOR_FILE, pack_model
+    from svsgan_tf.models.model_io import GENERATOR_FILE, pack_model
     from svsgan_tf.pack import mask_difference
 
     full, small = str(tmp_path / "full"), str(tmp_path / "int8")
@@ -225,7 +225,7 @@ def test_pack_int8_stores_matrices_in_a_quarter_of_the_size_within_half_a_step(t
 
 
 def test_an_ensemble_separates_with_the_mean_mask_exports_alike_and_cannot_be_trained(tiny_model_dir, tmp_path):
-    from svsgan_tf.model_io import load_generator, pack_model, save_model
+    from svsgan_tf.models.model_io import load_generator, pack_model, save_model
     from svsgan_tf.models import build_generator
     from tests.conftest import tiny_config
 
@@ -258,7 +258,7 @@ def test_an_ensemble_separates_with_the_mean_mask_exports_alike_and_cannot_be_tr
 
 
 def test_pack_sets_how_the_folder_separates_and_nothing_else(tiny_model_dir, tmp_path):
-    from svsgan_tf.model_io import load_config, pack_model, save_model
+    from svsgan_tf.models.model_io import load_config, pack_model, save_model
     from svsgan_tf.models import build_generator
     from tests.conftest import tiny_config
 

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from svsgan_tf.errors import ConfigError
-from svsgan_tf.model_io import (CHECKSUM_FILE, GENERATOR_FILE, PRETRAINED_DIR, load_generator, pack_model,
+from svsgan_tf.models.model_io import (CHECKSUM_FILE, GENERATOR_FILE, PRETRAINED_DIR, load_generator, pack_model,
                                 save_model)
 from tests.conftest import tiny_config
 from tests.test_cli import assert_one_line_error, run

@@ -4,9 +4,9 @@ import pytest
 import tensorflow as tf
 
 from svsgan_tf.errors import ConfigError
-from svsgan_tf.losses import (discriminator_loss, generalized_kl, generator_adversarial_loss, magnitude_mse,
+from svsgan_tf.models.losses import (discriminator_loss, generalized_kl, generator_adversarial_loss, magnitude_mse,
                               supervised_loss)
-from svsgan_tf.spectral import phase_sensitive_magnitude
+from svsgan_tf.audio.spectral import phase_sensitive_magnitude
 from svsgan_tf.models import build_discriminator, build_generator
 from tests.conftest import tiny_config
 
@@ -193,7 +193,7 @@ def test_unet_pads_to_its_strides_crops_back_and_extends_the_top_band_bin(rng):
 
 
 def test_unet_batch_norm_and_dropout_act_in_training_only_and_survive_a_save_load(tmp_path, rng):
-    from svsgan_tf.model_io import load_generator, save_model
+    from svsgan_tf.models.model_io import load_generator, save_model
 
     config = tiny_config(**{"model.generator": "unet", "model.dropout": 0.5})
     assert not config.shuffles_frames                        # it sees neighbouring frames

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from svsgan_tf.model_io import PRETRAINED_DIR, default_model_path
+from svsgan_tf.models.model_io import PRETRAINED_DIR, default_model_path
 from tests.conftest import shared_file
 
 pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(PRETRAINED_DIR, "config.json")),
@@ -19,8 +19,8 @@ def test_shipped_model_fits_the_size_limit():
 
 
 def test_shipped_model_beats_the_mixture_on_a_real_clip():
-    from svsgan_tf.evaluation import bss_eval
-    from svsgan_tf.separator import Separator
+    from svsgan_tf.evaluation.bss import bss_eval
+    from svsgan_tf.separation.separator import Separator
 
     folder = shared_file("fixtures", "falcon69")
     stems = {n: sf.read(os.path.join(folder, f"{n}.wav"), dtype="float32")[0]
@@ -39,8 +39,8 @@ def test_shipped_model_beats_the_mixture_on_the_stempeg_example_song():
     song. Measured (museval v4 vocals SDR, median over 1 s frames): the shipped model 1.12 dB, the
     unprocessed mixture -6.23 dB, the oracle 7.98 dB; the bounds leave 1 dB for other builds."""
     from svsgan_tf.demo import example_track
-    from svsgan_tf.evaluate import evaluate_tracks, summarize
-    from svsgan_tf.separator import Separator
+    from svsgan_tf.evaluation.tracks import evaluate_tracks, summarize
+    from svsgan_tf.separation.separator import Separator
 
     with example_track() as track:
         summary = summarize(evaluate_tracks([track], Separator.from_directory(default_model_path()), quiet=True))

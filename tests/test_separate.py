@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from svsgan_tf.separate import plan_jobs, unique_names
-from svsgan_tf.synthetic import make_track
+from svsgan_tf.separation.files import plan_jobs, unique_names
+from svsgan_tf.data.synthetic import make_track
 from tests.conftest import ROOT
 from tests.test_cli import assert_one_line_error, run
 

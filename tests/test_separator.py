@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from svsgan_tf.errors import AudioError
-from svsgan_tf.separator import Separator
-from svsgan_tf.synthetic import make_track
+from svsgan_tf.separation.separator import Separator
+from svsgan_tf.data.synthetic import make_track
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_wiener_with_oracle_magnitudes_beats_the_mixture_phase_mask(rng):
     than the magnitude ratio mask applied to the mixture (what it is for)."""
     import tensorflow as tf
 
-    from svsgan_tf.spectral import istft, stft, wiener
+    from svsgan_tf.audio.spectral import istft, stft, wiener
 
     track = make_track(6, duration=2.0, sample_rate=8000)
     vocals, accompaniment = (stft(tf.constant(a.T), 256, 128) for a in (track.vocals, track.accompaniment))
@@ -107,9 +107,9 @@ def test_mask_smoothing_and_power_follow_a_numpy_reference(separator, rng):
 def test_a_frame_wise_model_separates_with_a_smaller_hop(separator, tmp_path):
     import tensorflow as tf
 
-    from svsgan_tf.export import export_model
-    from svsgan_tf.model_io import save_model
-    from svsgan_tf.spectral import stft
+    from svsgan_tf.export.savedmodel import export_model
+    from svsgan_tf.models.model_io import save_model
+    from svsgan_tf.audio.spectral import stft
 
     config = separator.config.replace(**{"separation.hop_length": 32})      # trained at 128, n_fft 256
     assert config.separation_stft.hop_length == 32 and config.stft.hop_length == 128

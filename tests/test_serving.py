@@ -20,9 +20,9 @@ from serving.client import SeparationClient, ServingError
 from serving.server import models_from_config_file
 from svsgan_tf import cli
 from svsgan_tf.errors import AudioError
-from svsgan_tf.export import SIGNATURES, export_model
-from svsgan_tf.separator import Separator
-from svsgan_tf.synthetic import make_track
+from svsgan_tf.export.savedmodel import SIGNATURES, export_model
+from svsgan_tf.separation.separator import Separator
+from svsgan_tf.data.synthetic import make_track
 from tests.conftest import ROOT
 
 MODEL = "tiny"
@@ -234,7 +234,7 @@ def test_a_long_file_in_several_requests_equals_one_shot(server, separator):
 
 def test_chunks_equal_one_shot_with_a_finer_hop_and_a_smoothed_mask(tiny_model_dir, tmp_path):
     """The chunk margin covers the mask smoothing: joined chunks equal one-shot separation at the seams too."""
-    from svsgan_tf.model_io import load_generator, save_model
+    from svsgan_tf.models.model_io import load_generator, save_model
 
     config, generator = load_generator(tiny_model_dir)
     config = config.replace(**{"separation.hop_length": 64, "separation.mask_smoothing": 9,

@@ -2,8 +2,8 @@
 import numpy as np
 import tensorflow as tf
 
-from svsgan_tf import spectral
-from svsgan_tf.synthetic import make_track
+from svsgan_tf.audio import spectral
+from svsgan_tf.data.synthetic import make_track
 from tests.conftest import shared_file
 
 

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from svsgan_tf import data as data_lib
-from svsgan_tf.datasets import ArrayTrack
+from svsgan_tf.data import pipeline as data_lib
+from svsgan_tf.data.datasets import ArrayTrack
 from svsgan_tf.errors import ConfigError, DataError
 from svsgan_tf.models import build_discriminator, build_generator
-from svsgan_tf.separator import Separator
-from svsgan_tf.export import export_model
-from svsgan_tf.spectral import istft, magnitude_frames, stft
-from svsgan_tf.synthetic import make_track, make_tracks
-from svsgan_tf.training import train
+from svsgan_tf.separation.separator import Separator
+from svsgan_tf.export.savedmodel import export_model
+from svsgan_tf.audio.spectral import istft, magnitude_frames, stft
+from svsgan_tf.data.synthetic import make_track, make_tracks
+from svsgan_tf.training.fit import train
 from tests.conftest import tiny_config
 
 STEREO = {"model.nb_channels": 2}
@@ -156,7 +156,7 @@ def test_export_of_a_stereo_model_equals_the_separator(stereo_run, tmp_path):
 
 
 def test_swap_average_is_the_mean_of_both_channel_orders_and_survives_export(stereo_run, tmp_path, rng):
-    from svsgan_tf.model_io import load_generator
+    from svsgan_tf.models.model_io import load_generator
 
     config, generator = load_generator(stereo_run.model_dir)
     plain = Separator(config, generator)
@@ -173,7 +173,7 @@ def test_swap_average_is_the_mean_of_both_channel_orders_and_survives_export(ste
                                atol=1e-6)
     # the setting travels with the model folder into the SavedModel
     folder = str(tmp_path / "swap_model")
-    from svsgan_tf.model_io import save_model
+    from svsgan_tf.models.model_io import save_model
     save_model(folder, averaged.config, generator)
     serve = tf.saved_model.load(export_model(folder, str(tmp_path / "export"))).signatures["serving_default"]
     waveform = np.ascontiguousarray(make_track(6, duration=1.0, sample_rate=8000).mixture.T)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from svsgan_tf.errors import ConfigError
-from svsgan_tf.synthetic import Track, make_track, make_tracks
+from svsgan_tf.data.synthetic import Track, make_track, make_tracks
 
 SR = 22050
 DURATION = 2.0

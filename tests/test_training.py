@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from svsgan_tf import data as data_lib
+from svsgan_tf.data import pipeline as data_lib
 from svsgan_tf.errors import ConfigError
-from svsgan_tf.synthetic import make_tracks
-from svsgan_tf.training import build_svsgan, train
+from svsgan_tf.data.synthetic import make_tracks
+from svsgan_tf.training.fit import build_svsgan, train
 from tests.conftest import tiny_config
 
 
@@ -86,7 +86,7 @@ def test_squared_error_training_logs_both_losses_and_overfits():
 
 @pytest.mark.parametrize("loss", ["kl", "mse"])
 def test_g_steps_descend_the_configured_loss_in_both_phases(loss, tmp_path):
-    from svsgan_tf.losses import generalized_kl, supervised_loss
+    from svsgan_tf.models.losses import generalized_kl, supervised_loss
 
     # plain SGD with a large rate: each weight moves by -rate * gradient, well above float32 rounding
     config = tiny_config(**{"train.loss": loss, "train.optimizer": "sgd", "data.shuffle_frames": False,
@@ -194,7 +194,7 @@ def test_best_model_survives_a_resumed_run(tmp_path):
     history = (tmp_path / "history.csv").read_text().splitlines()
     assert "val_sdr" in history[0].split(",") and len(history) == 3
     # a longer run resumed in the same folder keeps comparing with the recorded best
-    from svsgan_tf.callbacks import SaveModelDir
+    from svsgan_tf.training.callbacks import SaveModelDir
 
     callback = SaveModelDir(str(tmp_path / "model"), config, str(tmp_path / "best_model"))
     callback.on_train_begin()
@@ -208,8 +208,8 @@ def test_best_model_survives_a_resumed_run(tmp_path):
 
 def test_validation_sdr_is_the_median_global_sdr_of_the_separated_songs(tmp_path):
     """The callback's val_sdr equals separating each song with the Separator and scoring it in NumPy."""
-    from svsgan_tf.callbacks import ValidationSDR
-    from svsgan_tf.separator import Separator
+    from svsgan_tf.training.callbacks import ValidationSDR
+    from svsgan_tf.separation.separator import Separator
 
     config = tiny_config()
     tracks = make_tracks(3, seed=5, duration=1.0, sample_rate=config.stft.sample_rate)
@@ -234,7 +234,7 @@ def test_init_model_may_change_dropout_only(tmp_path):
     dropout = config.replace(**{"model.dropout": 0.3})
     model = build_svsgan(dropout, init_model=start)
     assert model.generator.dropout_rate == 0.3
-    from svsgan_tf.model_io import load_generator
+    from svsgan_tf.models.model_io import load_generator
 
     for got, saved in zip(model.generator.get_weights(), load_generator(start)[1].get_weights()):
         np.testing.assert_array_equal(got, saved)
@@ -244,7 +244,7 @@ def test_init_model_may_change_dropout_only(tmp_path):
 
 @pytest.mark.parametrize("interleave", [False, True])
 def test_interleaved_excerpts_cycle_through_the_tracks(interleave):
-    from svsgan_tf.datasets import ArrayTrack
+    from svsgan_tf.data.datasets import ArrayTrack
 
     nb_tracks, per_track, nb_samples = 5, 3, 64
     # track k's vocals are the constant k + 1, so every excerpt says which track it came from

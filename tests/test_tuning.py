@@ -9,7 +9,7 @@ from tests.conftest import ROOT, TINY, tiny_config
 
 
 def test_hypermodel_fills_the_config_from_hyperparameters():
-    from svsgan_tf.synthetic import make_tracks
+    from svsgan_tf.data.synthetic import make_tracks
     from tuning.hypermodel import SVSGANHyperModel
 
     config = tiny_config()
@@ -44,7 +44,7 @@ def test_search_refuses_validation_songs_without_audible_vocals(tmp_path):
     import numpy as np
     import soundfile as sf
 
-    from svsgan_tf.synthetic import make_track
+    from svsgan_tf.data.synthetic import make_track
     from tests.test_cli import assert_one_line_error
 
     for seed in (1, 2, 3):

@@ -20,7 +20,7 @@ class SVSGANHyperModel(kt.HyperModel):
         config: every fixed setting (STFT, model, data, epochs per phase); the searched ones override it.
         tracks, validation_tracks: training and validation songs (the objective is `val_sdr`, the
             validation songs' median vocals SDR after each epoch; `val_kl` is logged too).
-        strategy: a tf.distribute strategy or its name (see svsgan_tf.distribute.make_strategy).
+        strategy: a tf.distribute strategy or its name (see svsgan_tf.training.distribute.make_strategy).
         batch_sizes, optimizers: the choices offered to the search.
     """
 
@@ -44,8 +44,8 @@ class SVSGANHyperModel(kt.HyperModel):
 
     def build(self, hp):
         """An SVSGAN compiled with the trial's optimizer, inside the strategy scope."""
-        from svsgan_tf.distribute import make_strategy
-        from svsgan_tf.training import build_svsgan
+        from svsgan_tf.training.distribute import make_strategy
+        from svsgan_tf.training.fit import build_svsgan
 
         config = self.trial_config(hp)
         with make_strategy(self.strategy).scope():
@@ -54,8 +54,8 @@ class SVSGANHyperModel(kt.HyperModel):
     def fit(self, hp, model, *args, **kwargs):
         """Train with the trial's batch size through both phases (training.fit_svsgan, as
         `python -m svsgan_tf.train` does); returns the Keras History."""
-        from svsgan_tf.distribute import make_strategy
-        from svsgan_tf.training import fit_svsgan
+        from svsgan_tf.training.distribute import make_strategy
+        from svsgan_tf.training.fit import fit_svsgan
 
         extra = list(kwargs.pop("callbacks", []))
         return fit_svsgan(model, self.trial_config(hp), self.tracks, self.validation_tracks,

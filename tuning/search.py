@@ -46,14 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     cli.start_tensorflow(args.quiet)
     from svsgan_tf.io_utils import atomic_write_text
     from svsgan_tf.runtime import set_seed
-    from svsgan_tf.training import load_tracks
+    from svsgan_tf.training.fit import load_tracks
     from tuning.hypermodel import SVSGANHyperModel
 
     set_seed(config.train.seed)
     tracks, validation = load_tracks(config, quiet=args.quiet)
     if not validation:
         raise cli.SVSGANError("tuning: needs validation tracks (set data.validation_tracks > 0)")
-    from svsgan_tf.callbacks import ValidationSDR
+    from svsgan_tf.training.callbacks import ValidationSDR
 
     if ValidationSDR(validation, config).nb_scorable() == 0:
         raise cli.SVSGANError(f"{config.data.source}: the vocals of every validation song "

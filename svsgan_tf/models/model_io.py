@@ -32,7 +32,7 @@ GENERATOR_FILE = "generator.weights.h5"
 DISCRIMINATOR_FILE = "discriminator.weights.h5"
 CHECKSUM_FILE = "weights.sha256.json"
 MEMBERS_DIR = "members"
-PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")
 
 
 def save_model(path: str, config: Config, generator, discriminator=None,

@@ -7,8 +7,8 @@ import keras
 import tensorflow as tf
 
 from svsgan_tf.config import PHASES, TrainConfig
-from svsgan_tf.distribute import is_multi_worker
-from svsgan_tf.losses import discriminator_loss, generalized_kl, generator_adversarial_loss, supervised_loss
+from svsgan_tf.training.distribute import is_multi_worker
+from svsgan_tf.models.losses import discriminator_loss, generalized_kl, generator_adversarial_loss, supervised_loss
 from svsgan_tf.models.discriminator import Discriminator
 from svsgan_tf.models.generator import MaskGenerator
 

@@ -11,12 +11,12 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from svsgan_tf.audio import check_waveform, resample
+from svsgan_tf.audio.io import check_waveform, resample
 from svsgan_tf.errors import AudioError
-from svsgan_tf.chunking import (DEFAULT_CHUNK_SECONDS, RECURRENT_WARMUP_FRAMES, ChunkLayout, resample_margin,
+from svsgan_tf.separation.chunking import (DEFAULT_CHUNK_SECONDS, RECURRENT_WARMUP_FRAMES, ChunkLayout, resample_margin,
                                 scaled_layout, separate_in_chunks, separation_layout)
 from svsgan_tf.config import TARGETS, Config
-from svsgan_tf.spectral import griffin_lim, istft, join_channels, split_channels, stft, unit_phase, wiener
+from svsgan_tf.audio.spectral import griffin_lim, istft, join_channels, split_channels, stft, unit_phase, wiener
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class Separator(tf.Module):
         wiener_iterations: > 0 applies the multichannel Wiener post-filter with that many EM
             iterations to the masked estimates (channels are filtered jointly).
         chunk_seconds: `separate` and `separate_stream` cut longer audio into chunks of about this
-            length (see svsgan_tf/chunking.py), so memory stays bounded; None: never cut. The result
+            length (see svsgan_tf/separation/chunking.py), so memory stays bounded; None: never cut. The result
             equals one-shot separation to float rounding for models with a bounded context (encoder,
             U-Net, mask smoothing, Griffin-Lim). An LSTM restarts each chunk
             RECURRENT_WARMUP_FRAMES frames before the join, and the Wiener filter estimates its
@@ -60,7 +60,7 @@ class Separator(tf.Module):
     def from_directory(cls, path: str, griffin_lim_iterations: int = 0, wiener_iterations: int = 0,
                        chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS) -> "Separator":
         """A Separator for the model directory at `path` (see model_io)."""
-        from svsgan_tf.model_io import load_generator
+        from svsgan_tf.models.model_io import load_generator
 
         config, generator = load_generator(path)
         return cls(config, generator, griffin_lim_iterations, wiener_iterations, chunk_seconds=chunk_seconds)

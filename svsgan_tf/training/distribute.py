@@ -1,4 +1,4 @@
-"""tf.distribute strategies by name, chief and worker roles and data sharding (backups: svsgan_tf/backup.py)."""
+"""tf.distribute strategies by name, chief and worker roles and data sharding (backups: svsgan_tf/training/backup.py)."""
 from __future__ import annotations
 
 import json

@@ -14,8 +14,8 @@ import tensorflow as tf
 
 from svsgan_tf.config import Config, DataConfig, STFTConfig
 from svsgan_tf.errors import DataError
-from svsgan_tf import spectral
-from svsgan_tf.spectral import unpadded_frames
+from svsgan_tf.audio import spectral
+from svsgan_tf.audio.spectral import unpadded_frames
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def readable(track):
     tracks with mixture/vocals/accompaniment arrays (the synthetic set) wrapped."""
     if hasattr(track, "read"):
         return track
-    from svsgan_tf.datasets import ArrayTrack
+    from svsgan_tf.data.datasets import ArrayTrack
 
     accompaniment = getattr(track, "accompaniment", None)
     if accompaniment is None:
@@ -285,7 +285,7 @@ def input_statistics(dataset: tf.data.Dataset, max_batches: int = 64) -> tuple[n
 def synthetic_tracks(data: DataConfig, stft: STFTConfig, seed: int, nb_tracks: int | None = None,
                      prefix: str = "synth"):
     """The embedded synthetic multitrack set at the model's sample rate."""
-    from svsgan_tf.synthetic import make_tracks
+    from svsgan_tf.data.synthetic import make_tracks
 
     return make_tracks(nb_tracks or data.nb_tracks, seed=seed, duration=data.track_seconds,
                        sample_rate=stft.sample_rate, prefix=prefix)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from svsgan_tf.audio import AUDIO_EXTENSIONS
+from svsgan_tf.audio.io import AUDIO_EXTENSIONS
 from svsgan_tf.errors import AudioError, DataError
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class FileTrack(Track):
     def read(self, start: int, length: int) -> dict[str, np.ndarray]:
         import soundfile as sf
 
-        from svsgan_tf.audio import resample
+        from svsgan_tf.audio.io import resample
 
         ratio = self.native_rate / self.sample_rate
         native_start, native_length = int(start * ratio), int(np.ceil(length * ratio)) + 1
@@ -191,7 +191,7 @@ class StemTrack(Track):
         self.nb_samples = int(duration * self.sample_rate)
 
     def read(self, start: int, length: int) -> dict[str, np.ndarray]:
-        from svsgan_tf.audio import resample
+        from svsgan_tf.audio.io import resample
 
         stempeg = _stempeg()
         try:
@@ -215,7 +215,7 @@ class StemTrack(Track):
 
 
 def _stempeg():
-    from svsgan_tf.evaluation import import_museval
+    from svsgan_tf.evaluation.bss import import_museval
 
     import_museval()                      # puts the bundled ffmpeg/ffprobe on PATH first
     import stempeg

@@ -1,4 +1,4 @@
-"""`python -m svsgan_tf.export [--model DIR] --out BASE`: a SavedModel for TF Serving in BASE/<version>/.
+"""A SavedModel for TF Serving in BASE/<version>/ (the command: `python -m svsgan_tf.export`).
 
 The export wraps `Separator` (the one separation path), so the whole separation runs in the graph:
 waveform -> STFT -> generator mask -> inverse STFT -> vocals and accompaniment waveforms.
@@ -29,7 +29,7 @@ Signatures (method tensorflow/serving/predict):
              ``n_fft``, ``hop_length`` (the Separator's: separation.hop_length when set), ``nb_bins``,
              ``min_samples`` (shortest accepted waveform), ``margin_samples`` and ``align_samples``
              (`Separator.chunk_context`: how far the stems at a sample reach into the audio around it,
-             and the multiple chunk starts keep, so that chunks joined with svsgan_tf.chunking equal
+             and the multiple chunk starts keep, so that chunks joined with svsgan_tf.separation.chunking equal
              one-shot separation) and
              ``nb_frames`` (frames of the STFT of a waveform of `nb_samples` samples).
 
@@ -38,12 +38,10 @@ InvalidArgumentError, so TF Serving and `serving.server` both answer INVALID_ARG
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import tempfile
 
-from svsgan_tf import cli
 from svsgan_tf.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -92,7 +90,7 @@ def build_serving_module(separator):
     """
     import tensorflow as tf
 
-    from svsgan_tf.spectral import nb_frames_for
+    from svsgan_tf.audio.spectral import nb_frames_for
 
     config = separator.config
     n_fft, hop, rate = config.stft.n_fft, config.separation_stft.hop_length, config.stft.sample_rate
@@ -187,7 +185,7 @@ def export_model(model_dir: str, base: str, version: int | None = None) -> str:
         ConfigError when the version exists (nothing is written) or the model cannot be loaded.
     """
     from svsgan_tf.io_utils import atomic_directory
-    from svsgan_tf.separator import Separator
+    from svsgan_tf.separation.separator import Separator
 
     version, target = check_target(base, version)
     separator = Separator.from_directory(model_dir)
@@ -199,39 +197,3 @@ def export_model(model_dir: str, base: str, version: int | None = None) -> str:
         raise ConfigError(f"{target}: version {version} already exists; an export is never overwritten") from None
     logger.info("exported %s as version %d: %s", model_dir, version, target)
     return target
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m svsgan_tf.export",
-        description="Export a trained model as a SavedModel in TF Serving's layout: BASE/<version>/.")
-    parser.add_argument("--model", default=None, help="model directory (default: the shipped pretrained model)")
-    parser.add_argument("--out", required=True, metavar="BASE",
-                        help="base folder, TF Serving's --model_base_path; the export goes to BASE/<version>/")
-    parser.add_argument("--version", type=int, default=None, metavar="N",
-                        help="version number (default: one more than the newest version in BASE, or 1); "
-                             "an existing version is never overwritten")
-    parser.add_argument("--quiet", action="store_true", help="warnings only")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    check_target(args.out, args.version)              # fail fast, before TensorFlow starts
-    from svsgan_tf.model_io import default_model_path
-
-    model_dir = args.model or default_model_path()
-    cli.start_tensorflow(args.quiet)
-    target = export_model(model_dir, args.out, args.version)
-    print(f"exported {model_dir} to {os.path.abspath(target)} "
-          f"(signatures: {', '.join(SIGNATURES)})")
-    return 0
-
-
-def run() -> None:
-    """Console-script entry point: `main` with one-line errors and exit codes."""
-    cli.run(main)
-
-
-if __name__ == "__main__":
-    run()

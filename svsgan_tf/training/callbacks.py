@@ -13,7 +13,7 @@ import numpy as np
 
 from svsgan_tf.config import Config
 from svsgan_tf.io_utils import atomic_write_text
-from svsgan_tf.model_io import save_model
+from svsgan_tf.models.model_io import save_model
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class ValidationSDR(keras.callbacks.Callback):
         self.separator = None
 
     def on_train_begin(self, logs=None):
-        from svsgan_tf.separator import Separator
+        from svsgan_tf.separation.separator import Separator
 
         self.separator = Separator(self.config, self.model.generator)
 
@@ -73,7 +73,7 @@ class ValidationSDR(keras.callbacks.Callback):
     def scorable(self):
         """Yield the stems {stem: (nb_samples, nb_channels)} of each validation song with audible
         vocals: the songs `score` uses."""
-        from svsgan_tf.data import readable
+        from svsgan_tf.data.pipeline import readable
 
         for track in self.tracks:
             stems = readable(track).load()
@@ -87,7 +87,7 @@ class ValidationSDR(keras.callbacks.Callback):
     def score(self, separator) -> float | None:
         """Median global vocals SDR of the validation songs separated by `separator` (a Separator);
         None when every song's vocals are silent."""
-        from svsgan_tf.evaluation import global_sdr
+        from svsgan_tf.evaluation.bss import global_sdr
 
         scores = []
         for stems in self.scorable():

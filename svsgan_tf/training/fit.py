@@ -9,17 +9,17 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from svsgan_tf import data as data_lib
-from svsgan_tf import distribute
-from svsgan_tf.backup import ResumableBackup, last_good_backup
+from svsgan_tf.data import pipeline as data_lib
+from svsgan_tf.training import distribute
+from svsgan_tf.training.backup import ResumableBackup, last_good_backup
 from svsgan_tf.config import Config, git_commit
 from svsgan_tf.errors import ConfigError, DataError
 from svsgan_tf.io_utils import remove_stale_temporaries
-from svsgan_tf.callbacks import HistoryCSV, PhaseSchedule, SaveModelDir, ValidationSDR
-from svsgan_tf.model_io import load_discriminator, load_generator, save_model
+from svsgan_tf.training.callbacks import HistoryCSV, PhaseSchedule, SaveModelDir, ValidationSDR
+from svsgan_tf.models.model_io import load_discriminator, load_generator, save_model
 from svsgan_tf.models import build_discriminator, build_generator
 from svsgan_tf.runtime import set_seed
-from svsgan_tf.svsgan import SVSGAN
+from svsgan_tf.models.svsgan import SVSGAN
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def load_tracks(config: Config, quiet: bool = False):
     if data.source == "synthetic":
         tracks = data_lib.synthetic_tracks(data, config.stft, seed=config.train.seed)
         return tracks[data.validation_tracks:], tracks[:data.validation_tracks]
-    from svsgan_tf.datasets import load_dataset, materialize
+    from svsgan_tf.data.datasets import load_dataset, materialize
 
     report = load_dataset(data.source, "train", config.stft.sample_rate)
     tracks, skipped = materialize(report.tracks, quiet=quiet)
@@ -92,7 +92,7 @@ def build_svsgan(config: Config, init_model: str | None = None) -> SVSGAN:
     With `init_model`, G (and D when present) start from that model directory's weights.
     """
     if init_model:
-        from svsgan_tf.model_io import load_config
+        from svsgan_tf.models.model_io import load_config
 
         init_config = load_config(init_model)
         # dropout has no weights: a model may be fine-tuned with another rate
@@ -145,7 +145,7 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
     """Train G (and D in the GAN phase) and write `out_dir/model`.
 
     `out_dir` receives: config.json, model/ (updated after every epoch), backup/ (resume state, see
-    svsgan_tf/backup.py: run the same call again after a kill and it continues where it stopped, with
+    svsgan_tf/training/backup.py: run the same call again after a kill and it continues where it stopped, with
     the batches and weights of an uninterrupted run), logs/ (TensorBoard), history.csv.
     Tracks default to config.data.source; validation tracks give val_kl and val_sdr (ValidationSDR),
     and best_model/ keeps the epoch with the highest val_sdr.

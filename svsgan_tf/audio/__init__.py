@@ -1,0 +1,1 @@
+"""Audio front end: decoding, validation, resampling and writing files; the in-graph STFT (audio.spectral)."""

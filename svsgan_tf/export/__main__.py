@@ -1,0 +1,47 @@
+"""`python -m svsgan_tf.export [--model DIR] --out BASE`: a SavedModel for TF Serving in BASE/<version>/.
+
+The layout and the signatures: svsgan_tf/export/savedmodel.py.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from svsgan_tf import cli
+from svsgan_tf.export.savedmodel import SIGNATURES, check_target, export_model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m svsgan_tf.export",
+        description="Export a trained model as a SavedModel in TF Serving's layout: BASE/<version>/.")
+    parser.add_argument("--model", default=None, help="model directory (default: the shipped pretrained model)")
+    parser.add_argument("--out", required=True, metavar="BASE",
+                        help="base folder, TF Serving's --model_base_path; the export goes to BASE/<version>/")
+    parser.add_argument("--version", type=int, default=None, metavar="N",
+                        help="version number (default: one more than the newest version in BASE, or 1); "
+                             "an existing version is never overwritten")
+    parser.add_argument("--quiet", action="store_true", help="warnings only")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_target(args.out, args.version)              # fail fast, before TensorFlow starts
+    from svsgan_tf.models.model_io import default_model_path
+
+    model_dir = args.model or default_model_path()
+    cli.start_tensorflow(args.quiet)
+    target = export_model(model_dir, args.out, args.version)
+    print(f"exported {model_dir} to {os.path.abspath(target)} "
+          f"(signatures: {', '.join(SIGNATURES)})")
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point: `main` with one-line errors and exit codes."""
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

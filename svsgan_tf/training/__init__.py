@@ -1,0 +1,1 @@
+"""Training: the two-phase fit, its callbacks, resumable backups and tf.distribute strategies."""
