@@ -50,5 +50,6 @@ setup(
         "svsgan-serving-client=serving.client:run",
         "svsgan-tune=tuning.search:run",
         "svsgan-demo=svsgan_tf.demo:run",
+        "svsgan-import-spleeter=svsgan_tf.import_spleeter:run",
     ]},
 )

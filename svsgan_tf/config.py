@@ -12,6 +12,7 @@ from typing import Any
 from svsgan_tf.errors import ConfigError
 
 GENERATORS = ("encoder", "rnn", "unet")
+MASK_EXTENSIONS = ("edge", "zeros")          # the U-Net's mask above its band: the top bin's, or 0
 PHASES = ("pretrain", "gan")
 LOSSES = ("kl", "mse")                  # G's supervised losses (losses.supervised_loss)
 # named recipes, as Spleeter names its models: configs/<name>.json inside the package
@@ -81,6 +82,13 @@ class ModelConfig:
     back), a test-time augmentation that matches training's channel swaps.
 
     `dropout` is the fraction of every hidden layer's outputs in G dropped in training (0: none).
+
+    Without `compress_input` the generator sees the band's magnitudes as they are (Spleeter's U-Net),
+    not their standardised log1p. The U-Net's own settings: `unet_stems` 2 builds a U-Net per stem
+    (vocals, accompaniment) combined by the ratio of squared estimates, as Spleeter's 2stems;
+    `unet_segment_frames` cuts the spectrogram into windows of that many frames seen one by one
+    (Spleeter: 512); `unet_mask_extension` is the mask above the band: "edge" (its top bin's) or
+    "zeros" (Spleeter's). The `spleeter` recipe holds Spleeter's 2stems settings.
     """
 
     generator: str = "encoder"
@@ -94,6 +102,10 @@ class ModelConfig:
     decoder_units: tuple[int, ...] = (512,)
     discriminator_units: tuple[int, ...] = (512, 512, 512)
     unet_filters: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+    unet_stems: int = 1
+    unet_segment_frames: int | None = None
+    unet_mask_extension: str = "edge"
+    compress_input: bool = True
 
     def validate(self) -> None:
         _check(self.generator in GENERATORS, "model.generator", self.generator,
@@ -110,6 +122,15 @@ class ModelConfig:
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
         _check(self.max_frequency is None or self.max_frequency > 0, "model.max_frequency",
                self.max_frequency, "must be > 0 Hz or null (full band)")
+        _check(self.unet_stems in (1, 2), "model.unet_stems", self.unet_stems,
+               "must be 1 (the vocals mask) or 2 (vocals and accompaniment U-Nets, Spleeter's ratio masks)")
+        multiple = 2 ** len(self.unet_filters)
+        _check(self.unet_segment_frames is None or (self.unet_segment_frames > 0
+                                                    and self.unet_segment_frames % multiple == 0),
+               "model.unet_segment_frames", self.unet_segment_frames,
+               f"must be null or a positive multiple of 2^len(unet_filters) = {multiple}")
+        _check(self.unet_mask_extension in MASK_EXTENSIONS, "model.unet_mask_extension",
+               self.unet_mask_extension, f"must be one of {', '.join(MASK_EXTENSIONS)}")
 
 
 @dataclass

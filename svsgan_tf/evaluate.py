@@ -16,7 +16,7 @@ import os
 import sys
 
 from svsgan_tf import cli
-from svsgan_tf.evaluation.tracks import (evaluate_tracks, markdown, plot_bars, plot_spectrograms, skipped_line,
+from svsgan_tf.evaluation.tracks import (EstimateFolder, evaluate_tracks, markdown, plot_bars, plot_spectrograms, skipped_line,
                                          summarize, writing)
 from svsgan_tf.separation.files import check_output_folder
 
@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="data set [format:]PATH (musdb, dsd100, mir1k, folder)")
     parser.add_argument("--subset", default="test", help="subset to score (default %(default)s)")
     parser.add_argument("--model", default=None, help="model directory (default: the shipped pretrained model)")
+    parser.add_argument("--estimates", default=None, metavar="DIR",
+                        help="score the stems in DIR/<track>/{vocals,accompaniment}.wav (another tool's output, "
+                             "e.g. Spleeter's -o DIR) instead of separating; the oracle uses --model's STFT")
     parser.add_argument("--out", required=True, help="output folder")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--tracks", type=int, default=None, help="score only the first N tracks")
@@ -60,7 +63,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = load_dataset(args.data, args.subset, sample_rate=None, true_mixture=True)
     tracks = (report.tracks[-args.held_out:] if args.held_out
               else report.tracks[:args.tracks] if args.tracks else report.tracks)
-    result = evaluate_tracks(tracks, separator, args.out, args.quiet)
+    scored = EstimateFolder(args.estimates) if args.estimates else separator
+    result = evaluate_tracks(tracks, scored, args.out, args.quiet, stft=separator.config.separation_stft)
     result.skipped = report.skipped + result.skipped
     summary = summarize(result)
     for name, text in (("summary.json", json.dumps(summary, indent=2, allow_nan=True)),
@@ -69,7 +73,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             atomic_write_text(os.path.join(args.out, name), text)
     plot_bars(summary, os.path.join(args.out, "vocals_sdr.png"))
     names = [t.name for t in tracks if t.name in summary["tracks"]]
-    if names:
+    if names and not args.estimates:
         chosen = args.plot_track or names[0]
         track = next((t for t in tracks if t.name == chosen), None)
         if track is None:

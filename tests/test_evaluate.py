@@ -189,3 +189,31 @@ def test_compare_pairs_the_common_tracks_and_matches_scipy(tmp_path):
                           "no vocals SIR score")
     (tmp_path / "bad.json").write_text("{not json")
     assert_one_line_error(run("svsgan_tf.compare", tmp_path / "a", tmp_path / "bad.json"), "bad.json", "JSON")
+
+
+def test_estimates_of_another_tool_score_as_the_model_that_wrote_them(tiny_model_dir, tmp_path):
+    """Stems that `separate` wrote, scored with --estimates, give the model row's numbers; a stem of
+    another length is a one-line error naming the file and the track is skipped."""
+    from svsgan_tf.audio.io import write_audio
+    from svsgan_tf.evaluation.tracks import EstimateFolder
+
+    separator = Separator.from_directory(tiny_model_dir)
+    tracks = [synthetic_track(6), synthetic_track(7)]
+    folder = tmp_path / "estimates"
+    for track in tracks:
+        stems = separator.separate(track.mixture, 8000)
+        for target, audio in stems.items():
+            (folder / track.name).mkdir(parents=True, exist_ok=True)
+            sf.write(folder / track.name / f"{target}.wav", audio, 8000, subtype="FLOAT")
+    direct = evaluate_tracks(tracks, separator, quiet=True)
+    scored = evaluate_tracks(tracks, EstimateFolder(str(folder)), quiet=True,
+                             stft=separator.config.separation_stft)
+    for name in ("song6", "song7"):
+        for target in ("vocals", "accompaniment"):
+            assert scored.scores["model"][name][target]["SDR"] == pytest.approx(
+                direct.scores["model"][name][target]["SDR"], abs=1e-4)
+    assert scored.scores["oracle"] == direct.scores["oracle"]
+    write_audio(str(folder / "song7" / "vocals.wav"), tracks[1].vocals[:-10], 8000)
+    short = evaluate_tracks(tracks, EstimateFolder(str(folder)), quiet=True, stft=separator.config.separation_stft)
+    assert set(short.scores["model"]) == {"song6"}
+    assert len(short.skipped) == 1 and "song7/vocals.wav" in short.skipped[0] and "samples" in short.skipped[0]

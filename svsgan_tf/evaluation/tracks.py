@@ -30,6 +30,38 @@ class EvaluationResult:
     nan_tracks: dict[str, list[str]] = field(default_factory=dict)      # "row/target" -> tracks
 
 
+class EstimateFolder:
+    """Stems another tool (Spleeter, Open-Unmix, Demucs) or an earlier run wrote, scored as a "model" row:
+    `folder/<track name>/<target>.wav` for every target, Spleeter's `-o folder` layout and `separate`'s.
+
+    `separate(mixture, rate, source)` returns them as evaluate_tracks expects a separator's stems; a
+    missing file, another sample rate, channel count or a length off by more than `tolerance` samples
+    (cut or padded with zeros otherwise) is an AudioError naming the file.
+    """
+
+    def __init__(self, folder: str, tolerance: int = 0):
+        self.folder, self.tolerance = folder, tolerance
+
+    def separate(self, mixture: np.ndarray, sample_rate: int, source: str) -> dict[str, np.ndarray]:
+        from svsgan_tf.audio.io import load_audio
+        from svsgan_tf.errors import AudioError
+
+        stems = {}
+        for target in TARGETS:
+            path = os.path.join(self.folder, source, f"{target}.wav")
+            if not os.path.exists(path):
+                raise AudioError(path, "no such file (estimates are read from <folder>/<track>/<target>.wav)")
+            audio, rate = load_audio(path)
+            if rate != sample_rate or audio.shape[1] != mixture.shape[1]:
+                raise AudioError(path, f"{rate} Hz, {audio.shape[1]} channels; the mixture has "
+                                       f"{sample_rate} Hz, {mixture.shape[1]} channels")
+            if abs(audio.shape[0] - mixture.shape[0]) > self.tolerance:
+                raise AudioError(path, f"{audio.shape[0]} samples, the mixture {mixture.shape[0]}")
+            audio = audio[:mixture.shape[0]]
+            stems[target] = np.pad(audio, [(0, mixture.shape[0] - audio.shape[0]), (0, 0)])
+        return stems
+
+
 def oracle_estimates(references: dict[str, np.ndarray], n_fft: int, hop_length: int) -> dict[str, np.ndarray]:
     """Ideal ratio mask |S| / sum |S| applied to the mixture STFT (magnitude ratio, mixture phase).
 
@@ -56,7 +88,7 @@ def evaluate_tracks(tracks, separator=None, out_dir: str | None = None, quiet: b
                     stft: STFTConfig | None = None) -> EvaluationResult:
     """Score `rows` on every track; a track that fails to load is skipped and listed, never fatal.
 
-    `separator` is required for the "model" row. With `out_dir`, the model's frame scores are written
+    `separator` (a Separator, or an EstimateFolder) is required for the "model" row. With `out_dir`, the model's frame scores are written
     per track in museval's JSON format to out_dir/museval/; OutputError if that fails.
     """
     from tqdm import tqdm

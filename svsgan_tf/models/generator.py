@@ -8,10 +8,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from svsgan_tf.config import MASK_EXTENSIONS
+
 
 # smallest standard deviation (log1p units) a bin is standardised by: a near-constant bin (empty above
 # a codec's cut-off, say) would otherwise be scaled up by 1e4 and drown the others in noise
 MIN_INPUT_STD = 0.05
+# the ratio masks of a multi-stem U-Net, as Spleeter's: (estimate^2 + EPSILON / stems) / (sum + EPSILON)
+RATIO_EPSILON = 1e-10
+# with segments, the first starts one silent frame before frame 0: Spleeter pads a whole window of
+# silence before the waveform, stft.py pads n_fft - hop_length samples, one hop less
+SEGMENT_LEAD_FRAMES = 1
 
 
 class MaskGenerator(keras.Model):
@@ -22,15 +29,17 @@ class MaskGenerator(keras.Model):
     model; 2: joint stereo, see ModelConfig). The network sees the first `nb_input_bins` bins of each
     channel only (the band below model.max_frequency), compressed with log1p and standardised per bin
     with `input_mean` / `input_scale` (initialised from training data by `set_input_statistics`, then
-    trained, as in Open-Unmix); the mask covers all bins. The vocals estimate is mask * mixture
+    trained, as in Open-Unmix), or as it is without `compress_input` (Spleeter's); the mask covers all
+    bins. The vocals estimate is mask * mixture
     magnitude; the accompaniment is (1 - mask) * mixture. `dropout` is the rate of the subclass's
     dropout layers in training. Every subclass names its output layer `mask_layer` (train.balance
     compares gradients at its kernel).
     """
 
     def __init__(self, nb_bins: int, nb_input_bins: int | None = None, nb_channels: int = 1,
-                 dropout: float = 0.0, **kwargs):
+                 dropout: float = 0.0, compress_input: bool = True, **kwargs):
         super().__init__(**kwargs)
+        self.compress_input = bool(compress_input)
         self.nb_bins = nb_bins
         self.nb_input_bins = nb_input_bins or nb_bins
         self.nb_channels = nb_channels
@@ -65,19 +74,29 @@ class MaskGenerator(keras.Model):
         self.input_mean.assign(band(mean))
         self.input_scale.assign(1.0 / np.maximum(band(std), MIN_INPUT_STD))
 
-    def features(self, mixture_magnitude):
-        """(batch, nb_frames, nb_channels * nb_bins) magnitude -> standardised log1p of the band,
+    def band(self, mixture_magnitude):
+        """(batch, nb_frames, nb_channels * nb_bins) magnitude -> the band the network sees,
         (batch, nb_frames, nb_channels * nb_input_bins)."""
-        if self.nb_input_bins < self.nb_bins:
-            leading = tf.shape(mixture_magnitude)[:-1]                        # [batch, nb_frames]
-            # (batch, nb_frames, nb_channels * nb_bins) -> (batch, nb_frames, nb_channels, nb_bins)
-            channels = tf.reshape(mixture_magnitude, tf.concat([leading, [self.nb_channels, self.nb_bins]], 0))
-            # (batch, nb_frames, nb_channels, nb_input_bins) -> (batch, nb_frames, nb_channels * nb_input_bins)
-            band = tf.reshape(channels[..., :self.nb_input_bins],
-                              tf.concat([leading, [self.nb_channels * self.nb_input_bins]], 0))
-        else:
-            band = mixture_magnitude
+        if self.nb_input_bins == self.nb_bins:
+            return mixture_magnitude
+        leading = tf.shape(mixture_magnitude)[:-1]                            # [batch, nb_frames]
+        # (batch, nb_frames, nb_channels * nb_bins) -> (batch, nb_frames, nb_channels, nb_bins)
+        channels = tf.reshape(mixture_magnitude, tf.concat([leading, [self.nb_channels, self.nb_bins]], 0))
+        # (batch, nb_frames, nb_channels, nb_input_bins) -> (batch, nb_frames, nb_channels * nb_input_bins)
+        return tf.reshape(channels[..., :self.nb_input_bins],
+                          tf.concat([leading, [self.nb_channels * self.nb_input_bins]], 0))
+
+    def compress(self, band):
+        """The band's standardised log1p (with compress_input; else the magnitude as it is, as
+        Spleeter's U-Net sees it), same shape."""
+        if not self.compress_input:
+            return band
         return (tf.math.log1p(band) - self.input_mean) * self.input_scale
+
+    def features(self, mixture_magnitude):
+        """(batch, nb_frames, nb_channels * nb_bins) magnitude -> what the network sees,
+        (batch, nb_frames, nb_channels * nb_input_bins)."""
+        return self.compress(self.band(mixture_magnitude))
 
     def create_weights(self) -> None:
         """Create every weight by calling the model on one zero frame."""
@@ -85,7 +104,8 @@ class MaskGenerator(keras.Model):
 
     def get_config(self):
         return {"nb_bins": self.nb_bins, "nb_input_bins": self.nb_input_bins,
-                "nb_channels": self.nb_channels, "dropout": self.dropout_rate}
+                "nb_channels": self.nb_channels, "dropout": self.dropout_rate,
+                "compress_input": self.compress_input}
 
 
 class DenseMaskGenerator(MaskGenerator):
@@ -189,88 +209,147 @@ class _Upsample(keras.layers.Conv2DTranspose):
         return tf.nn.bias_add(outputs, self.bias)
 
 
-class UNetGenerator(MaskGenerator):
-    """Convolutional U-Net over the spectrogram as an image (nb_frames x bins x channels), the
-    architecture of Spleeter (Jansson et al., 2017, "Singing voice separation with deep U-Net
-    convolutional networks"), narrower: 5 x 5 convolutions of stride 2 with `filters[i]` filters, each
-    followed by batch normalisation and a leaky ReLU (slope 0.2); transposed convolutions back up, each
-    followed by batch normalisation and a ReLU and joined with the encoder's output of the same size; a
-    4 x 4 convolution (dilation 2) with a sigmoid gives one mask per channel. `dropout` applies to the
-    first three upsampling layers, as Spleeter's 0.5 does.
+class UNetTower(keras.layers.Layer):
+    """One U-Net of Spleeter's layout (Jansson et al., 2017; deezer/spleeter `apply_unet`): magnitude
+    image (batch, T, F, C) -> sigmoid mask (batch, T, F, C), with T and F multiples of 2^depth.
 
-    Its weights are shared across time and frequency, so it has far fewer weights per input than the
-    fully connected generators and sees about 2^len(filters) frames and bins around each point. The
-    input is padded with silent frames to a multiple of 2^len(filters) frames and cropped back; the band
-    it sees (`nb_input_bins`, set by the factory to a multiple of 2^len(filters) where the spectrum
-    allows) is padded the same way. Bins above the band take the mask of the band's top bin.
+    Down: a 5 x 5 convolution of stride 2 with `filters[i]` filters, batch normalisation, leaky ReLU
+    (slope 0.2); the skips and the bottom of the U are the convolutions' outputs before normalisation.
+    Up: a 5 x 5 transposed convolution of stride 2 (filters[depth-2], ..., filters[0], then 1), a ReLU,
+    batch normalisation, dropout on the first three, joined after the skip of the same size. Last: a
+    4 x 4 convolution of dilation 2 and a sigmoid, one mask per channel.
+    """
+
+    def __init__(self, filters, nb_channels: int, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = tuple(filters)
+        depth = len(self.filters)
+        self.down = [keras.layers.Conv2D(f, 5, strides=2, padding="same", kernel_initializer="he_uniform",
+                                         name=f"down_{i}") for i, f in enumerate(self.filters)]
+        # the deepest convolution's output goes up unnormalised, so it has no normalisation
+        self.down_norm = [keras.layers.BatchNormalization(name=f"down_norm_{i}") for i in range(depth - 1)]
+        up_filters = self.filters[-2::-1] + (1,)
+        self.up = [_Upsample(f, 5, kernel_initializer="he_uniform", name=f"up_{i}")
+                   for i, f in enumerate(up_filters)]
+        self.up_norm = [keras.layers.BatchNormalization(name=f"up_norm_{i}") for i in range(depth)]
+        self.dropout = keras.layers.Dropout(dropout, name="dropout")
+        self.mask_layer = keras.layers.Conv2D(nb_channels, 4, dilation_rate=2, padding="same",
+                                              activation="sigmoid", kernel_initializer="he_uniform",
+                                              name="mask")
+
+    def call(self, x, training=False):
+        skips = []
+        for i, conv in enumerate(self.down):                   # each halves frames and bins
+            skips.append(conv(x))
+            if i < len(self.down_norm):
+                x = tf.nn.leaky_relu(self.down_norm[i](skips[-1], training=training), alpha=0.2)
+        x = skips.pop()
+        for i, (deconv, norm) in enumerate(zip(self.up, self.up_norm)):   # each doubles them
+            x = norm(tf.nn.relu(deconv(x)), training=training)
+            if i < 3:
+                x = self.dropout(x, training=training)
+            if skips:
+                x = tf.concat([skips.pop(), x], axis=-1)
+        return self.mask_layer(x)
+
+
+class UNetGenerator(MaskGenerator):
+    """Spleeter's U-Net (Jansson et al., 2017; deezer/spleeter) over the spectrogram as an image
+    (nb_frames x bins x channels): one UNetTower per stem, at any width (`filters`; Spleeter's:
+    16, 32, 64, 128, 256, 512).
+
+    With one stem, the tower's sigmoid is the vocals mask. With two (vocals, accompaniment), as
+    Spleeter's 2stems: each tower's mask times the band's magnitude is that stem's estimate, and the
+    vocals mask is the ratio of squared estimates, (v^2 + eps / 2) / (v^2 + a^2 + eps).
+
+    The input is padded with silent frames to a multiple of 2^depth frames and cropped back; with
+    `segment_frames` (Spleeter: 512) it is cut into windows of that many frames, seen one by one, the
+    first starting one silent frame before frame 0 as Spleeter's do. The band it sees (`nb_input_bins`,
+    set by the factory to a multiple of 2^depth where the spectrum allows) is padded the same way. Bins
+    above the band take the mask of the band's top bin (`mask_extension` "edge") or 0 ("zeros",
+    Spleeter's). `dropout` applies to the first three upsampling layers, as Spleeter's 0.5 does.
     """
 
     def __init__(self, nb_bins: int, filters=(8, 16, 32, 64, 128, 256), nb_input_bins: int | None = None,
-                 nb_channels: int = 1, dropout: float = 0.0, **kwargs):
-        super().__init__(nb_bins, nb_input_bins, nb_channels, dropout, **kwargs)
+                 nb_channels: int = 1, dropout: float = 0.0, stems: int = 1, segment_frames: int | None = None,
+                 mask_extension: str = "edge", compress_input: bool = True, **kwargs):
+        super().__init__(nb_bins, nb_input_bins, nb_channels, dropout, compress_input, **kwargs)
+        if stems not in (1, 2) or mask_extension not in MASK_EXTENSIONS:
+            raise ValueError(f"stems={stems} must be 1 or 2; mask_extension={mask_extension!r} one of "
+                             f"{MASK_EXTENSIONS}")
         self.filters = tuple(filters)
         self.multiple = 2 ** len(self.filters)
-        self.down = [keras.layers.Conv2D(f, 5, strides=2, padding="same", name=f"down_{i}")
-                     for i, f in enumerate(self.filters)]
-        self.down_norm = [keras.layers.BatchNormalization(name=f"down_norm_{i}")
-                          for i in range(len(self.filters))]
-        # up_i doubles the size back to that of down_{depth-2-i}'s output; the last one to the input's
-        up_filters = self.filters[-2::-1] + (self.filters[0],)
-        self.up = [_Upsample(f, 5, name=f"up_{i}") for i, f in enumerate(up_filters)]
-        self.up_norm = [keras.layers.BatchNormalization(name=f"up_norm_{i}") for i in range(len(up_filters))]
-        self.mask_layer = keras.layers.Conv2D(nb_channels, 4, dilation_rate=2, padding="same",
-                                              activation="sigmoid", name="mask")
+        if segment_frames is not None and segment_frames % self.multiple:
+            raise ValueError(f"segment_frames={segment_frames} must be a multiple of 2^depth = {self.multiple}")
+        self.stems, self.segment_frames, self.mask_extension = stems, segment_frames, mask_extension
+        self.towers = [UNetTower(self.filters, nb_channels, dropout, name=name)
+                       for name in ("vocals", "accompaniment")[:stems]]
+
+    @property
+    def mask_layer(self):
+        """The vocals tower's last convolution (train.balance compares gradients at its kernel)."""
+        return self.towers[0].mask_layer
 
     @property
     def receptive_frames(self) -> int | None:
-        """An upper bound of the frames on each side that reach a frame's mask: per level, the stride-2
-        5 x 5 convolution reaches 3 of its input's steps and the transposed one 2 of its output's, plus
-        the final dilated 4 x 4 convolution's 4 frames."""
-        return 5 * (self.multiple - 1) + 4
+        """An upper bound of the frames on each side that reach a frame's mask: with segments, the
+        segment; else per level, the stride-2 5 x 5 convolution reaches 3 of its input's steps and the
+        transposed one 2 of its output's, plus the final dilated 4 x 4 convolution's 4 frames."""
+        return self.segment_frames or 5 * (self.multiple - 1) + 4
 
     @property
     def frame_multiple(self) -> int:
-        """2^depth: the stride-2 layers see the same frames only from a start on this grid."""
-        return self.multiple
+        """The segment, or 2^depth: the layers see the same frames only from a start on this grid."""
+        return self.segment_frames or self.multiple
 
     def call(self, mixture_magnitude, training=False):
         """(batch, nb_frames, nb_features) -> mask (batch, nb_frames, nb_features).
 
-        In the shape comments, T is nb_frames and F nb_input_bins, each padded up to a multiple of
-        2^depth; C is nb_channels.
+        In the shape comments, T is nb_frames padded (with a lead frame, with segments) up to a
+        multiple of 2^depth or of the segment, S the segments of T, F nb_input_bins padded up to a
+        multiple of 2^depth, C nb_channels.
         """
-        nb_frames = tf.shape(mixture_magnitude)[1]
-        pad_frames = (-nb_frames) % self.multiple
+        shape = tf.shape(mixture_magnitude)
+        batch, nb_frames = shape[0], shape[1]
+        band = self.band(mixture_magnitude)                # (batch, nb_frames, C * nb_input_bins)
+
+        def image(x):
+            # (batch, nb_frames, C * nb_input_bins) -> (batch, nb_frames, C, nb_input_bins)
+            x = tf.reshape(x, [batch, nb_frames, self.nb_channels, self.nb_input_bins])
+            return tf.transpose(x, [0, 1, 3, 2])           # (batch, nb_frames, nb_input_bins, C)
+
+        lead = SEGMENT_LEAD_FRAMES if self.segment_frames else 0
+        pad_frames = (-(nb_frames + lead)) % (self.segment_frames or self.multiple)
         pad_bins = (-self.nb_input_bins) % self.multiple
-        # silent frames up to a multiple of 2^depth: (batch, T, nb_features)
-        padded = tf.pad(mixture_magnitude, [[0, 0], [0, pad_frames], [0, 0]])
-        x = self.features(padded)                          # (batch, T, C * nb_input_bins)
-        shape = tf.shape(x)
-        # (batch, T, C * nb_input_bins) -> (batch, T, C, nb_input_bins)
-        x = tf.reshape(x, [shape[0], shape[1], self.nb_channels, self.nb_input_bins])
-        x = tf.transpose(x, [0, 1, 3, 2])                  # (batch, T, nb_input_bins, C)
-        x = tf.pad(x, [[0, 0], [0, 0], [0, pad_bins], [0, 0]])   # (batch, T, F, C)
-        skips = []
-        for conv, norm in zip(self.down, self.down_norm):  # each halves frames and bins
-            x = tf.nn.leaky_relu(norm(conv(x), training=training), alpha=0.2)
-            skips.append(x)
-        for i, (deconv, norm) in enumerate(zip(self.up, self.up_norm)):  # each doubles them
-            x = tf.nn.relu(norm(deconv(x), training=training))
-            if i < 3:
-                x = self.dropout(x, training=training)
-            if i + 2 <= len(skips):
-                x = tf.concat([x, skips[-(i + 2)]], axis=-1)
-        mask = self.mask_layer(x)                          # (batch, T, F, C)
-        mask = mask[:, :nb_frames, :self.nb_input_bins]    # (batch, nb_frames, nb_input_bins, nb_channels)
+        bins = self.nb_input_bins + pad_bins
+        padding = [[0, 0], [lead, pad_frames], [0, pad_bins], [0, 0]]
+        x = tf.pad(image(self.compress(band)), padding)    # (batch, T, F, C)
+        magnitude = tf.pad(image(band), padding)           # (batch, T, F, C)
+        if self.segment_frames:
+            # (batch, T, F, C) -> (batch * S, segment_frames, F, C)
+            x = tf.reshape(x, [-1, self.segment_frames, bins, self.nb_channels])
+            magnitude = tf.reshape(magnitude, [-1, self.segment_frames, bins, self.nb_channels])
+        masks = [tower(x, training=training) for tower in self.towers]
+        if self.stems == 1:
+            mask = masks[0]
+        else:
+            estimates = [tf.pow(m * magnitude, 2.0) for m in masks]
+            mask = (estimates[0] + RATIO_EPSILON / self.stems) / (tf.reduce_sum(estimates, axis=0) + RATIO_EPSILON)
+        # (batch * S, segment_frames, F, C) or (batch, T, F, C) -> (batch, T, F, C)
+        mask = tf.reshape(mask, [batch, -1, bins, self.nb_channels])
+        mask = mask[:, lead:lead + nb_frames, :self.nb_input_bins]   # (batch, nb_frames, nb_input_bins, C)
         if self.nb_input_bins < self.nb_bins:
-            top = tf.repeat(mask[:, :, -1:], self.nb_bins - self.nb_input_bins, axis=2)
-            mask = tf.concat([mask, top], axis=2)          # (batch, nb_frames, nb_bins, nb_channels)
-        mask = tf.transpose(mask, [0, 1, 3, 2])            # (batch, nb_frames, nb_channels, nb_bins)
-        # (batch, nb_frames, nb_channels, nb_bins) -> (batch, nb_frames, nb_channels * nb_bins)
-        return tf.reshape(mask, [shape[0], nb_frames, self.nb_features])
+            above = self.nb_bins - self.nb_input_bins
+            top = (tf.repeat(mask[:, :, -1:], above, axis=2) if self.mask_extension == "edge"
+                   else tf.zeros([batch, nb_frames, above, self.nb_channels]))
+            mask = tf.concat([mask, top], axis=2)          # (batch, nb_frames, nb_bins, C)
+        mask = tf.transpose(mask, [0, 1, 3, 2])            # (batch, nb_frames, C, nb_bins)
+        # (batch, nb_frames, C, nb_bins) -> (batch, nb_frames, C * nb_bins)
+        return tf.reshape(mask, [batch, nb_frames, self.nb_features])
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters}
+        return {**super().get_config(), "filters": self.filters, "stems": self.stems,
+                "segment_frames": self.segment_frames, "mask_extension": self.mask_extension}
 
 
 class EnsembleGenerator(keras.Model):
