@@ -33,7 +33,8 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["svsgan_tf", "svsgan_tf.*", "tuning", "tuning.*", "serving",
                                     "serving.*"]),
-    package_data={"svsgan_tf": ["pretrained/*.*", "pretrained/members/*/*",    # an ensemble has members/
+    package_data={"svsgan_tf": ["pretrained/*.*", "pretrained/*/*.*",          # the shipped models by name
+                                "pretrained/*/members/*/*",                    # an ensemble has members/
                                 "configs/*.json"]},                            # the named recipes
     python_requires=">=3.9,<3.13",
     install_requires=INSTALL_REQUIRES,

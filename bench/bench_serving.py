@@ -366,15 +366,15 @@ def main(argv: list[str] | None = None) -> int:
     from serving.server import DEFAULT_MAX_CHANNELS, DEFAULT_MAX_CONCURRENT_RUNS
     from svsgan_tf.config import Config
     from svsgan_tf.export.savedmodel import export_model
-    from svsgan_tf.models.model_io import PRETRAINED_DIR, load_config, load_generator
+    from svsgan_tf.models.model_io import DEFAULT_MODEL, load_config, load_generator, pretrained_names, resolve_model
     from svsgan_tf.data.synthetic import make_track
 
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as scratch:
         random_weights = False
         if args.model:
-            model_dir, model_text = args.model, f"{os.path.abspath(args.model)} (given with --model)"
-        elif os.path.isfile(os.path.join(PRETRAINED_DIR, "config.json")):
-            model_dir, model_text = PRETRAINED_DIR, "the shipped pretrained model (svsgan_tf/pretrained)"
+            model_dir, model_text = resolve_model(args.model), f"{args.model} (given with --model)"
+        elif DEFAULT_MODEL in pretrained_names():
+            model_dir, model_text = resolve_model(None), f"the shipped default model ({DEFAULT_MODEL})"
         else:
             model_dir, model_text = random_model(scratch)
             random_weights = True

@@ -73,12 +73,12 @@ def separation(model: str | None, wiener: int) -> dict:
     import soundfile as sf
 
     from svsgan_tf.config import Config
-    from svsgan_tf.models.model_io import PRETRAINED_DIR
+    from svsgan_tf.models.model_io import DEFAULT_MODEL, pretrained_names, resolve_model
     from svsgan_tf.models import build_generator
     from svsgan_tf.separation.separator import Separator
 
-    if model or os.path.isfile(os.path.join(PRETRAINED_DIR, "config.json")):
-        path = model or PRETRAINED_DIR
+    if model or DEFAULT_MODEL in pretrained_names():
+        path = resolve_model(model)
         separator = Separator.from_directory(path, wiener_iterations=wiener)
         which = path
     else:

@@ -23,6 +23,15 @@ def run(main: Callable[[], int | None]) -> None:
     sys.exit(code or 0)
 
 
+def add_model_argument(parser, flag: str = "--model") -> None:
+    """The model option every command shares: a model folder or a shipped model's name."""
+    from svsgan_tf.models.model_io import DEFAULT_MODEL, pretrained_names
+
+    names = ", ".join(pretrained_names()) or "none installed"
+    parser.add_argument(flag, default=None, metavar="MODEL",
+                        help=f"a model folder, or the name of a shipped model ({names}); default {DEFAULT_MODEL}")
+
+
 def start_tensorflow(quiet: bool) -> None:
     """Set logging and TensorFlow's verbosity, then import TensorFlow (slow; call after parsing)."""
     from svsgan_tf.runtime import quiet_tensorflow, setup_logging

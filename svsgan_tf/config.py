@@ -14,14 +14,14 @@ from svsgan_tf.errors import ConfigError
 GENERATORS = ("encoder", "rnn", "unet")
 MASK_EXTENSIONS = ("edge", "zeros")          # the U-Net's mask above its band: the top bin's, or 0
 PHASES = ("pretrain", "gan")
-LOSSES = ("kl", "mse")                  # G's supervised losses (losses.supervised_loss)
+LOSSES = ("kl", "mse", "l1")                  # G's supervised losses (losses.supervised_loss)
 # named recipes, as Spleeter names its models: configs/<name>.json inside the package
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # settings retired after the experiments showed them useless (docs/experiments.md); a saved config that
 # holds one at the value that turned it off still loads, any other value needs the code of RETIRED_TAG
 RETIRED = {"model.channel_basis": "left_right", "model.context_frames": 0, "data.speed_range": [1.0, 1.0],
            "data.eq_db": 0.0, "train.average_epochs": 0}
-RETIRED_TAG = "experiments-2026-12"
+RETIRED_TAG = "experiments-2026-12 (commit f5b77d0)"
 TARGETS = ("vocals", "accompaniment")                  # the stems every separator returns, in order
 TRAINING_TARGETS = ("magnitude", "phase_sensitive")   # what G estimates (data.target)
 
@@ -192,7 +192,7 @@ class TrainConfig:
 
     G's supervised loss is `loss` (see losses.py): "kl", the generalized KL divergence of the paper's
     eq. (1); "mse", the squared error of the magnitudes (Open-Unmix's), which weighs bins by energy as
-    SDR does.
+    SDR does; "l1", their absolute error (Spleeter's).
 
     In the GAN phase G's gradient is kl_weight * dL + adversarial_weight * scale * dAdv, where L is the
     supervised loss, whichever it is (kl_weight keeps the paper's name). With balance="gradient",
@@ -200,6 +200,10 @@ class TrainConfig:
     to the supervised gradient there (0.5: half as strong); with "none", scale = 1 and the weights
     multiply the raw losses (the KL or the squared error, summed over bins, then dwarfs the adversarial
     term).
+
+    `freeze_batch_norm` keeps G's batch normalisations in inference mode, their statistics fixed, as
+    Keras' transfer-learning guide advises for fine-tuning a pretrained network (the imported Spleeter
+    U-Net) on small batches whose statistics are not its training data's.
 
     G's rate within each phase follows `lr_schedule`: "constant", or "cosine", which decays it per epoch
     from the phase's rate to `final_lr_fraction` times that rate at the phase's last epoch.
@@ -221,6 +225,7 @@ class TrainConfig:
     balance: str = "gradient"
     eps: float = 1e-8
     seed: int = 42
+    freeze_batch_norm: bool = False
 
     @property
     def epochs(self) -> int:

@@ -37,10 +37,10 @@ def separate_example_song(out_dir: str, model: str | None, quiet: bool) -> str:
     """Separate the stempeg example song into out_dir/<song>/ and return the score table."""
     from svsgan_tf.audio.io import write_audio
     from svsgan_tf.evaluation.tracks import evaluate_tracks, markdown, summarize
-    from svsgan_tf.models.model_io import default_model_path
+    from svsgan_tf.models.model_io import resolve_model
     from svsgan_tf.separation.separator import Separator
 
-    separator = Separator.from_directory(model or default_model_path())
+    separator = Separator.from_directory(resolve_model(model))
     with example_track() as track:
         summary = summarize(evaluate_tracks([track], separator, quiet=quiet))
         stems = separator.separate(track.load()["mixture"], track.sample_rate, source=track.name)
@@ -53,7 +53,7 @@ def separate_example_song(out_dir: str, model: str | None, quiet: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m svsgan_tf.demo", description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--out", default="runs/demo", help="output folder (default %(default)s)")
-    parser.add_argument("--model", default=None, help="model directory (default: the shipped pretrained model)")
+    cli.add_model_argument(parser)
     parser.add_argument("--skip-experiment", action="store_true", help="only separate the real song")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m svsgan_tf.evaluate", description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--data", required=True, help="data set [format:]PATH (musdb, dsd100, mir1k, folder)")
     parser.add_argument("--subset", default="test", help="subset to score (default %(default)s)")
-    parser.add_argument("--model", default=None, help="model directory (default: the shipped pretrained model)")
+    cli.add_model_argument(parser)
     parser.add_argument("--estimates", default=None, metavar="DIR",
                         help="score the stems in DIR/<track>/{vocals,accompaniment}.wav (another tool's output, "
                              "e.g. Spleeter's -o DIR) instead of separating; the oracle uses --model's STFT")
@@ -56,10 +56,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     """The body of `main` once OUT is usable; OutputError when an output cannot be written."""
     from svsgan_tf.data.datasets import load_dataset
     from svsgan_tf.io_utils import atomic_write_text
-    from svsgan_tf.models.model_io import default_model_path
+    from svsgan_tf.models.model_io import resolve_model
     from svsgan_tf.separation.separator import Separator
 
-    separator = Separator.from_directory(args.model or default_model_path(), wiener_iterations=args.wiener)
+    separator = Separator.from_directory(resolve_model(args.model), wiener_iterations=args.wiener)
     report = load_dataset(args.data, args.subset, sample_rate=None, true_mixture=True)
     tracks = (report.tracks[-args.held_out:] if args.held_out
               else report.tracks[:args.tracks] if args.tracks else report.tracks)

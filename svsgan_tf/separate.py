@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=NAMING_RULE)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders (searched recursively)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--model", default=None, help="model directory (default: the shipped pretrained model)")
+    cli.add_model_argument(parser)
     parser.add_argument("--griffin-lim", type=int, default=0, metavar="N",
                         help="refine the phase with N Griffin-Lim iterations (default 0: mixture phase)")
     parser.add_argument("--wiener", type=int, default=0, metavar="N",
@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs = plan_jobs(args.inputs)
     check_output_folder(args.out)
     cli.start_tensorflow(args.quiet)
-    from svsgan_tf.models.model_io import default_model_path
+    from svsgan_tf.models.model_io import resolve_model
     from svsgan_tf.separation.separator import Separator
 
-    separator = Separator.from_directory(args.model or default_model_path(), args.griffin_lim, args.wiener,
+    separator = Separator.from_directory(resolve_model(args.model), args.griffin_lim, args.wiener,
                                          chunk_seconds=args.chunk_seconds)
     errors = separate_files(separator, jobs, args.out, args.quiet, overwrite=args.overwrite,
                             skip_existing=args.skip_existing)

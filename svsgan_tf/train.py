@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "config.json, e.g. a run folder's")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any config value, e.g. --set model.lstm_units=128 (repeatable)")
-    parser.add_argument("--init-model", default=None, help="model directory to start G (and D) from")
+    parser.add_argument("--init-model", default=None, metavar="MODEL",
+                        help="model folder or shipped model name (e.g. an imported Spleeter) to start G (and D) from")
     parser.add_argument("--out", default="runs/svsgan", help="run directory: model/, backup/, logs/ (default %(default)s)")
     parser.add_argument("--strategy", default="auto", metavar="{auto,one,mirrored,multiworker}",
                         help="tf.distribute strategy: auto (mirrored with > 1 GPU, else one device), one, "

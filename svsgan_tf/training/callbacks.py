@@ -11,7 +11,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from svsgan_tf.config import Config
+from svsgan_tf.config import LOSSES, Config
 from svsgan_tf.io_utils import atomic_write_text
 from svsgan_tf.models.model_io import save_model
 
@@ -104,14 +104,16 @@ class SaveModelDir(keras.callbacks.Callback):
 
     The best value and its epoch are recorded in `<best_path>/best.json`, written in the same atomic
     step as the weights, so a resumed run compares new epochs with the best one of the runs before it
-    and a kill can never leave a record that belongs to other weights.
+    and a kill can never leave a record that belongs to other weights. `extra_files` ({name: text},
+    the notices of the weights the run started from) go into both folders.
     """
 
     RECORD_FILE = "best.json"
 
     def __init__(self, path: str, config: Config, best_path: str | None = None, monitor: str = "val_sdr",
-                 mode: str = "max"):
+                 mode: str = "max", extra_files: dict[str, str] | None = None):
         super().__init__()
+        self.extra_files = dict(extra_files or {})
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
         self.path = path
@@ -135,13 +137,14 @@ class SaveModelDir(keras.callbacks.Callback):
                                self.monitor, self.best_path)
 
     def on_epoch_end(self, epoch, logs=None):
-        save_model(self.path, self.config, self.model.generator, self.model.discriminator)
+        save_model(self.path, self.config, self.model.generator, self.model.discriminator,
+                   extra_files=self.extra_files)
         value = (logs or {}).get(self.monitor)
         if self.best_path and value is not None and self.sign * float(value) < self.best:
             self.best = self.sign * float(value)
             record = json.dumps({self.monitor: float(value), "epoch": epoch + 1})
             save_model(self.best_path, self.config, self.model.generator, self.model.discriminator,
-                       extra_files={self.RECORD_FILE: record})
+                       extra_files={**self.extra_files, self.RECORD_FILE: record})
             if os.path.isfile(f"{self.best_path}.json"):  # an older run's record, now superseded
                 os.remove(f"{self.best_path}.json")
             logger.info("epoch %d: best %s so far (%.4f), saved to %s", epoch + 1, self.monitor, float(value),
@@ -157,8 +160,9 @@ class HistoryCSV(keras.callbacks.Callback):
     a resumed run trains again (killed after logging, before its backup) are dropped when it starts.
     """
 
-    COLUMNS = ("epoch", "phase", "g_steps", "d_steps", "g_learning_rate", "kl", "val_kl", "mse", "val_mse",
-               "val_sdr", "g_loss", "g_adversarial", "d_loss", "d_real", "d_fake", "adv_scale")
+    COLUMNS = (("epoch", "phase", "g_steps", "d_steps", "g_learning_rate")
+               + tuple(name for loss in LOSSES for name in (loss, f"val_{loss}"))      # kl first: always logged
+               + ("val_sdr", "g_loss", "g_adversarial", "d_loss", "d_real", "d_fake", "adv_scale"))
 
     def __init__(self, path: str):
         super().__init__()

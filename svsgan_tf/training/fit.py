@@ -16,7 +16,7 @@ from svsgan_tf.config import Config, git_commit
 from svsgan_tf.errors import ConfigError, DataError
 from svsgan_tf.io_utils import remove_stale_temporaries
 from svsgan_tf.training.callbacks import HistoryCSV, PhaseSchedule, SaveModelDir, ValidationSDR
-from svsgan_tf.models.model_io import load_discriminator, load_generator, save_model
+from svsgan_tf.models.model_io import load_discriminator, load_generator, model_notices, save_model
 from svsgan_tf.models import build_discriminator, build_generator
 from svsgan_tf.runtime import set_seed
 from svsgan_tf.models.svsgan import SVSGAN
@@ -103,6 +103,10 @@ def build_svsgan(config: Config, init_model: str | None = None) -> SVSGAN:
         discriminator = load_discriminator(init_model, init_config) or build_discriminator(config)
     else:
         generator, discriminator = build_generator(config), build_discriminator(config)
+    if config.train.freeze_batch_norm:
+        for layer in generator._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False                # Keras 3: a frozen BatchNormalization infers
     model = SVSGAN(generator, discriminator, config.train, name="svsgan")
     model(tf.zeros((1, 1, config.nb_features)))
     model.compile(g_optimizer=make_optimizer(config.train.optimizer, config.train.g_learning_rate),
@@ -178,12 +182,14 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
 
     with strategy.scope():
         model = build_svsgan(config, init_model)
+    notices = model_notices(init_model) if init_model else {}        # imported weights keep their licence
 
     def run_callbacks(validation):
         callbacks = []
         if chief:                   # only the chief writes the model directories, the history and logs
             callbacks += [
-                SaveModelDir(model_dir, config, os.path.join(out_dir, "best_model"), monitor="val_sdr", mode="max"),
+                SaveModelDir(model_dir, config, os.path.join(out_dir, "best_model"), monitor="val_sdr", mode="max",
+                             extra_files=notices),
                 HistoryCSV(os.path.join(out_dir, "history.csv")),
             ]
             if tensorboard:
@@ -194,5 +200,5 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
     history = fit_svsgan(model, config, tracks, validation_tracks, strategy, run_callbacks,
                          first_epoch=done or 0, input_statistics=not init_model, verbose=verbose)
     if chief and not os.path.isdir(model_dir):
-        save_model(model_dir, config, model.generator, model.discriminator)
+        save_model(model_dir, config, model.generator, model.discriminator, extra_files=notices)
     return TrainResult(model_dir=model_dir, history=dict(history.history), config=config)
