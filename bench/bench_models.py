@@ -46,10 +46,10 @@ def main() -> None:
         report["models"][model] = json.loads(out.strip().splitlines()[-1])
         songs = report["models"][model].get("songs", [])
         print(model, [row["wall_seconds"] for row in songs], flush=True)
+    from svsgan_tf.io_utils import atomic_write_text
+
     path = os.path.join(HERE, "bench_models.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    os.replace(path + ".tmp", path)
+    atomic_write_text(path, json.dumps(report, indent=2))
     print(f"wrote {path}")
 
 

@@ -475,7 +475,7 @@ def git_commit() -> str:
 
 
 def recipe_names() -> list[str]:
-    """The named recipes shipped in svsgan_tf/configs (paper, shipped, ...)."""
+    """The named recipes shipped in svsgan_tf/configs (paper, paper_encoder, spleeter, ...)."""
     return sorted(name[:-5] for name in os.listdir(RECIPES_DIR) if name.endswith(".json"))
 
 
@@ -485,7 +485,7 @@ def is_recipe_name(value: str) -> bool:
 
 
 def config_path(value: str) -> str:
-    """The file behind `--config VALUE`: a path as it is, or a recipe name (`paper`, `shipped`, ...).
+    """The file behind `--config VALUE`: a path as it is, or a recipe name (`paper`, `spleeter`, ...).
     ConfigError (one line) when it is neither."""
     if os.path.exists(value) or os.sep in value or value.endswith(".json"):
         return value

@@ -9,6 +9,8 @@ from svsgan_tf import cli
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from svsgan_tf.config import recipe_names
+
     parser = argparse.ArgumentParser(prog="python -m svsgan_tf.train", description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--model", choices=None, default=None, metavar="{encoder,rnn,unet}",
                         help="generator: encoder (FC encoder-decoder), rnn (encoder-LSTM-decoder) or unet "
@@ -22,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="batches per epoch")
     parser.add_argument("--seed", type=int, default=None, help="random seed")
     parser.add_argument("--config", default=None, metavar="NAME|FILE",
-                        help="start from a named recipe (paper, shipped, shipped_base: svsgan_tf/configs) or a "
+                        help=f"start from a named recipe ({', '.join(recipe_names())}: svsgan_tf/configs) or a "
                              "config.json, e.g. a run folder's")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any config value, e.g. --set model.lstm_units=128 (repeatable)")

@@ -56,6 +56,8 @@ def test_a_layout_at_another_rate_starts_on_the_model_grid():
     {"model.generator": "rnn"},
     {"model.generator": "rnn", "model.bidirectional": True},
     {"model.generator": "unet"},
+    {"model.generator": "unet", "model.unet_stems": 2, "model.unet_segment_frames": 16, "model.nb_channels": 2,
+     "model.unet_mask_extension": "zeros", "model.compress_input": False},          # Spleeter's layout
 ], ids=lambda o: "-".join(f"{k.split('.')[-1]}={v}" for k, v in o.items()))
 @pytest.mark.parametrize("rate", [8000, 11025])
 def test_chunked_separation_equals_one_shot(overrides, rate):

@@ -172,7 +172,7 @@ def test_demo_separates_the_real_example_song_and_scores_it(trained, tmp_path):
     assert rate == 44100 and vocals.shape[1] == 2
 
 
-@pytest.mark.parametrize("recipe", ["paper", "shipped"])
+@pytest.mark.parametrize("recipe", ["paper", "paper_encoder", "spleeter"])
 def test_a_named_recipe_trains_on_the_synthetic_set_when_its_data_set_is_absent(recipe, tmp_path):
     env_cwd = tmp_path                       # ../shared/data does not exist from here
     result = run("svsgan_tf.train", "--config", recipe, "--epochs", 1, "--gan-epochs", 0, "--steps-per-epoch", 2,

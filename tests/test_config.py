@@ -110,12 +110,13 @@ def test_named_recipes_resolve_and_match_what_they_name(tmp_path):
     from svsgan_tf.config import Config, config_path, recipe_names
     from svsgan_tf.errors import ConfigError
 
-    assert {"paper", "shipped", "shipped_base"} <= set(recipe_names())
+    assert {"paper", "paper_encoder", "paper_encoder_base", "spleeter"} <= set(recipe_names())
     paper = Config.load(config_path("paper"))
     assert (paper.stft.n_fft, paper.stft.hop_length, paper.train.batch_size) == (2048, 1024, 4)   # the paper's
     assert paper.model.generator == "encoder" and paper.train.loss == "kl" and paper.train.gan_epochs > 0
-    # the shipped recipes are the shipped members' configs, with the ensemble's separation settings
-    for name, member in (("shipped", 0), ("shipped_base", 1)):
+    # the paper_encoder recipes are the shipped paper-encoder members' configs, with the ensemble's
+    # separation settings
+    for name, member in (("paper_encoder", 0), ("paper_encoder_base", 1)):
         recipe = Config.load(config_path(name))
         trained = Config.load(os.path.join(ROOT, "svsgan_tf", "pretrained", "paper-encoder", "members", str(member),
                                             "config.json"))
@@ -123,7 +124,7 @@ def test_named_recipes_resolve_and_match_what_they_name(tmp_path):
                                  "separation.mask_power": 1.0}).to_dict() == \
             {**trained.to_dict(), "git_commit": ""}
     shipped = Config.load(os.path.join(ROOT, "svsgan_tf", "pretrained", "paper-encoder", "config.json"))
-    assert Config.load(config_path("shipped")).separation == shipped.separation
+    assert Config.load(config_path("paper_encoder")).separation == shipped.separation
     own = tmp_path / "mine.json"
     own.write_text(paper.to_json())
     assert config_path(str(own)) == str(own)

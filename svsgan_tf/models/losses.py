@@ -10,6 +10,13 @@ import tensorflow as tf
 from svsgan_tf.config import LOSSES
 
 
+def _per_example(values):
+    """(batch, nb_frames, nb_bins) -> (batch,): summed over bins, averaged over frames, so that songs
+    and batches of different lengths compare."""
+    per_frame = tf.reduce_sum(values, axis=-1)                 # (batch, nb_frames)
+    return tf.reduce_mean(per_frame, axis=-1)                  # (batch,)
+
+
 def generalized_kl(target, estimate, eps: float = 1e-8):
     """Generalized KL divergence D(target || estimate) of eq. (1), per example.
 
@@ -23,8 +30,7 @@ def generalized_kl(target, estimate, eps: float = 1e-8):
         (batch,) float32.
     """
     divergence = target * (tf.math.log(target + eps) - tf.math.log(estimate + eps)) - target + estimate
-    per_frame = tf.reduce_sum(divergence, axis=-1)            # (batch, nb_frames)
-    return tf.reduce_mean(per_frame, axis=-1)                  # (batch,)
+    return _per_example(divergence)
 
 
 def magnitude_mse(target, estimate):
@@ -37,8 +43,7 @@ def magnitude_mse(target, estimate):
     Returns:
         (batch,) float32.
     """
-    per_frame = tf.reduce_sum(tf.square(target - estimate), axis=-1)   # (batch, nb_frames)
-    return tf.reduce_mean(per_frame, axis=-1)                          # (batch,)
+    return _per_example(tf.square(target - estimate))
 
 
 def magnitude_l1(target, estimate):
@@ -51,8 +56,7 @@ def magnitude_l1(target, estimate):
     Returns:
         (batch,) float32.
     """
-    per_frame = tf.reduce_sum(tf.abs(target - estimate), axis=-1)      # (batch, nb_frames)
-    return tf.reduce_mean(per_frame, axis=-1)                          # (batch,)
+    return _per_example(tf.abs(target - estimate))
 
 
 def supervised_loss(name: str, target, estimate, eps: float = 1e-8):
