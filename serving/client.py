@@ -26,7 +26,9 @@ from svsgan_tf.export.savedmodel import INFO_SIGNATURE, WAVEFORM_SIGNATURE
 logger = logging.getLogger(__name__)
 
 DEFAULT_SERVER = "localhost:8500"
-DEFAULT_MAX_REQUEST_MB = 4.0           # gRPC's default message limit
+# below serving.server's 64 MB (TF Serving's own model server takes 2 GB); a stereo request of the
+# default model needs 16 MB to hold its chunk context (a U-Net segment of 512 frames on each side)
+DEFAULT_MAX_REQUEST_MB = 32.0
 DEFAULT_CROSSFADE_MS = 1000 * DEFAULT_CROSSFADE_SECONDS
 DEFAULT_TIMEOUT_S = 60.0
 REQUEST_OVERHEAD_BYTES = 4096          # model spec, names and tensor header around the samples

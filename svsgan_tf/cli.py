@@ -25,7 +25,7 @@ def run(main: Callable[[], int | None]) -> None:
 
 def add_model_argument(parser, flag: str = "--model") -> None:
     """The model option every command shares: a model folder or a shipped model's name."""
-    from svsgan_tf.models.model_io import DEFAULT_MODEL, pretrained_names
+    from svsgan_tf.shipped_models import DEFAULT_MODEL, pretrained_names
 
     names = ", ".join(pretrained_names()) or "none installed"
     parser.add_argument(flag, default=None, metavar="MODEL",

@@ -201,7 +201,8 @@ class TrainConfig:
     multiply the raw losses (the KL or the squared error, summed over bins, then dwarfs the adversarial
     term).
 
-    `freeze_batch_norm` keeps G's batch normalisations in inference mode, their statistics fixed, as
+    `freeze_batch_norm` keeps G's batch normalisations in inference mode, their statistics and their
+    scale and offset fixed, as
     Keras' transfer-learning guide advises for fine-tuning a pretrained network (the imported Spleeter
     U-Net) on small batches whose statistics are not its training data's.
 

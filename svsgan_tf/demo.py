@@ -37,10 +37,9 @@ def separate_example_song(out_dir: str, model: str | None, quiet: bool) -> str:
     """Separate the stempeg example song into out_dir/<song>/ and return the score table."""
     from svsgan_tf.audio.io import write_audio
     from svsgan_tf.evaluation.tracks import evaluate_tracks, markdown, summarize
-    from svsgan_tf.models.model_io import resolve_model
     from svsgan_tf.separation.separator import Separator
 
-    separator = Separator.from_directory(resolve_model(model))
+    separator = Separator.from_directory(model)
     with example_track() as track:
         summary = summarize(evaluate_tracks([track], separator, quiet=quiet))
         stems = separator.separate(track.load()["mixture"], track.sample_rate, source=track.name)
@@ -57,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-experiment", action="store_true", help="only separate the real song")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    from svsgan_tf.shipped_models import DEFAULT_MODEL, resolve_model
+
+    args.model = resolve_model(args.model)              # an unknown name fails before TensorFlow starts
     cli.start_tensorflow(args.quiet)
-    print("1. A real song separated with the pretrained model (museval v4, median over 1 s frames)\n")
+    print(f"1. A real song separated with {os.path.basename(args.model.rstrip(os.sep)) or DEFAULT_MODEL} (museval v4, median over 1 s frames)\n")
     print(separate_example_song(args.out, args.model, args.quiet), flush=True)
     if args.skip_experiment:
         return 0

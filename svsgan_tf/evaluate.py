@@ -19,6 +19,7 @@ from svsgan_tf import cli
 from svsgan_tf.evaluation.tracks import (EstimateFolder, evaluate_tracks, markdown, plot_bars, plot_spectrograms, skipped_line,
                                          summarize, writing)
 from svsgan_tf.separation.files import check_output_folder
+from svsgan_tf.shipped_models import resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.model = resolve_model(args.model)             # an unknown name fails before anything is written
+    if args.estimates is not None:
+        if args.wiener:
+            raise cli.SVSGANError("--estimates and --wiener: the estimates are scored as they are")
+        if not os.path.isdir(args.estimates):
+            raise cli.SVSGANError(f"{args.estimates}: no such folder of estimates")
     check_output_folder(args.out)
     cli.start_tensorflow(args.quiet)
     return _evaluate(args)
@@ -56,10 +63,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     """The body of `main` once OUT is usable; OutputError when an output cannot be written."""
     from svsgan_tf.data.datasets import load_dataset
     from svsgan_tf.io_utils import atomic_write_text
-    from svsgan_tf.models.model_io import resolve_model
     from svsgan_tf.separation.separator import Separator
 
-    separator = Separator.from_directory(resolve_model(args.model), wiener_iterations=args.wiener)
+    separator = Separator.from_directory(args.model, wiener_iterations=args.wiener)
     report = load_dataset(args.data, args.subset, sample_rate=None, true_mixture=True)
     tracks = (report.tracks[-args.held_out:] if args.held_out
               else report.tracks[:args.tracks] if args.tracks else report.tracks)

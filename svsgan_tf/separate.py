@@ -5,6 +5,7 @@ import argparse
 import logging
 
 from svsgan_tf import cli
+from svsgan_tf.shipped_models import resolve_model
 from svsgan_tf.separation.chunking import DEFAULT_CHUNK_SECONDS
 from svsgan_tf.separation.files import (NAMING_RULE, add_existing_flags, check_output_folder, plan_jobs, report,
                                         separate_files)
@@ -39,13 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         raise cli.SVSGANError("--griffin-lim and --wiener: choose one phase/post-processing method")
     if args.chunk_seconds <= 0:
         raise cli.SVSGANError(f"--chunk-seconds {args.chunk_seconds:g}: must be > 0")
+    model = resolve_model(args.model)                 # an unknown name fails before anything is written
     jobs = plan_jobs(args.inputs)
     check_output_folder(args.out)
     cli.start_tensorflow(args.quiet)
-    from svsgan_tf.models.model_io import resolve_model
     from svsgan_tf.separation.separator import Separator
 
-    separator = Separator.from_directory(resolve_model(args.model), args.griffin_lim, args.wiener,
+    separator = Separator.from_directory(model, args.griffin_lim, args.wiener,
                                          chunk_seconds=args.chunk_seconds)
     errors = separate_files(separator, jobs, args.out, args.quiet, overwrite=args.overwrite,
                             skip_existing=args.skip_existing)

@@ -79,9 +79,14 @@ def with_available_data(config, args: argparse.Namespace):
     path = source.partition(":")[2] if ":" in source else source
     if os.path.exists(path):
         return config
+    from svsgan_tf.config import DataConfig
+
+    overrides = {"data.source": "synthetic"}
+    if config.data.validation_tracks >= config.data.nb_tracks:      # the synthetic set has nb_tracks songs
+        overrides["data.validation_tracks"] = DataConfig.validation_tracks
     print(f"note: recipe {args.config!r} trains on {source}, which is not on this machine; training on the "
           "embedded synthetic set instead (--data to choose another)", file=sys.stderr)
-    return config.replace(**{"data.source": "synthetic"}).validate()
+    return config.replace(**overrides).validate()
 
 
 def main(argv: list[str] | None = None) -> int:

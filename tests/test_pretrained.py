@@ -35,16 +35,17 @@ def test_names_resolve_wherever_a_folder_does_and_unknown_names_are_one_line(tmp
         resolve_model("no-such-model")
 
 
-def test_a_name_works_on_the_command_line_and_in_python():
+def test_a_name_works_on_the_command_line_and_in_python(tmp_path):
     from svsgan_tf.models.model_io import load_config
     from svsgan_tf.separation.separator import Separator
     from tests.test_cli import run
 
     separator = Separator.from_directory("paper-encoder")
     assert separator.config == load_config(os.path.join(PRETRAINED_DIR, "paper-encoder"))
-    result = run("svsgan_tf.separate", "--model", "no-such-model", "x.wav", "--out", "never")
+    result = run("svsgan_tf.separate", "--model", "no-such-model", "x.wav", "--out", tmp_path / "out")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
         "error: no-such-model: neither a model folder nor the name of a shipped model")
+    assert not (tmp_path / "out").exists()                    # refused before anything was written
 
 
 def test_shipped_model_beats_the_mixture_on_a_real_clip():

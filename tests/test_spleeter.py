@@ -165,6 +165,25 @@ def towers():
 
 # --- tests ------------------------------------------------------------------------------------------
 
+def test_the_name_mapping_is_spleeters_graph_order_written_out():
+    """A few of Spleeter's 2stems variable names, written out by hand (not by the functions tested):
+    each U-Net makes 7 conv2d, 6 conv2d_transpose and 12 batch_normalization, vocals first."""
+    vocals, accompaniment = tf_layer_names(6, 0), tf_layer_names(6, 1)
+    assert vocals["down_0"] == ("conv2d", "conv") and vocals["mask"] == ("conv2d_6", "conv")
+    assert vocals["down_norm_4"] == ("batch_normalization_4", "norm")      # _5 is the unused bottom norm
+    assert vocals["up_0"] == ("conv2d_transpose", "deconv") and vocals["up_norm_0"] == ("batch_normalization_6", "norm")
+    assert vocals["up_norm_5"] == ("batch_normalization_11", "norm")
+    assert accompaniment["down_0"] == ("conv2d_7", "conv") and accompaniment["mask"] == ("conv2d_13", "conv")
+    assert accompaniment["down_norm_0"] == ("batch_normalization_12", "norm")
+    assert accompaniment["up_0"] == ("conv2d_transpose_6", "deconv")
+    assert accompaniment["up_norm_5"] == ("batch_normalization_23", "norm")
+    torch = torch_layer_names(6)
+    assert torch["down_0"] == ("down1_conv.1", "conv") and torch["down_norm_4"] == ("down5_act.0", "norm")
+    assert torch["up_5"] == ("up6.0", "deconv") and torch["up_norm_5"] == ("up6.3", "norm")
+    assert torch["mask"] == ("up7.0", "conv")
+    assert len(vocals) == 6 + 5 + 6 + 6 + 1
+
+
 def test_a_tower_equals_the_numpy_reference_of_spleeters_layers(towers):
     from svsgan_tf.models.generator import UNetTower
 
@@ -217,9 +236,33 @@ def test_the_restricted_unpickler_refuses_any_other_global(tmp_path):
     with pytest.raises(ConfigError, match=r"evil.ckpt: the pickle asks for (posix|os)\.system"):
         load_numpy_pickle(io.BytesIO(pickle.dumps({"w": Attack(f"touch {marker}")}, protocol=2)), "evil.ckpt")
     assert not marker.exists()
-    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
-    loaded = load_numpy_pickle(io.BytesIO(pickle.dumps(arrays, protocol=2)), "good.ckpt")
-    np.testing.assert_array_equal(loaded["w"], arrays["w"])
+    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "f": np.asfortranarray(np.eye(3)),
+              "b": np.arange(4, dtype=">i4")}
+    for protocol in (2, 4):
+        loaded = load_numpy_pickle(io.BytesIO(pickle.dumps(arrays, protocol=protocol)), "good.ckpt")
+        for name, array in arrays.items():
+            np.testing.assert_array_equal(loaded[name], array)
+            assert loaded[name].dtype == array.dtype
+
+
+def test_the_restricted_unpickler_never_lets_numpy_read_a_hostile_state():
+    """NumPy's own setstate trusts its input (an object dtype over raw bytes reads them as pointers);
+    the stand-ins check dtype, shape and byte count before np.frombuffer builds anything."""
+    class HostileArray:                      # pickles as NumPy does, with the state chosen here
+        def __init__(self, state):
+            self.state = state
+
+        def __reduce__(self):
+            return np.core.multiarray._reconstruct, (np.ndarray, (0,), b"b"), self.state
+
+    def pickled(state):
+        return io.BytesIO(pickle.dumps({"w": HostileArray(state)}, protocol=2))
+    with pytest.raises(ConfigError, match=r"x.ckpt: w: an array of dtype 'O8'"):
+        load_numpy_pickle(pickled((1, (2,), np.dtype("O"), False, b"\x00" * 16)), "x.ckpt")
+    with pytest.raises(ConfigError, match=r"x.ckpt: w: an array of shape \(2,\) whose data holds 8 bytes"):
+        load_numpy_pickle(pickled((1, (2,), np.dtype("f8"), False, b"\x00" * 8)), "x.ckpt")
+    with pytest.raises(ConfigError, match="not a dict of NumPy arrays"):
+        load_numpy_pickle(io.BytesIO(pickle.dumps([np.zeros(2)], protocol=2)), "x.ckpt")
 
 
 def test_bad_sources_are_one_line_errors_and_write_nothing(towers, tmp_path):
@@ -292,12 +335,12 @@ def test_the_imported_model_exports_serves_and_fine_tunes_with_frozen_statistics
     served = exported.signatures["serving_default"](waveform=tf.constant(waveform))
     for name in ("vocals", "accompaniment"):
         np.testing.assert_allclose(served[name].numpy(), local[name], atol=1e-5)
-    server = Server(base, tmp_path / "server.log")
+    server = Server(base, tmp_path / "server.log", ("--max_message_mb", 64))      # the server's default
     try:
         server.wait_until_serving()
         with SeparationClient(server.address, MODEL, timeout=60) as client:
-            remote = client.separate_waveform(waveform.T)
-        np.testing.assert_allclose(remote["vocals"], local["vocals"].T, atol=1e-5)
+            remote = client.separate_waveform(waveform)                  # (nb_channels, nb_samples)
+        np.testing.assert_allclose(remote["vocals"], local["vocals"], atol=1e-5)
     finally:
         server.stop()
 
@@ -323,3 +366,14 @@ def test_spleeters_licence_travels_with_the_weights_into_training_and_packing(to
     assert "Copyright (c) 2019-present, Deezer SA." in notice and "Tuan Nguyen & Sean Bailey" in notice
     pack_model([model_dir], str(tmp_path / "packed"), "int8")
     assert open(tmp_path / "packed" / NOTICE_FILE).read() == notice
+
+    from svsgan_tf.config import Config
+    from svsgan_tf.training.fit import train
+
+    config = Config.load(os.path.join(model_dir, "config.json")).replace(**{
+        "data.source": "synthetic", "data.nb_tracks": 3, "data.validation_tracks": 1, "data.track_seconds": 1.0,
+        "data.excerpt_frames": 8, "data.excerpts_per_track": 2, "train.batch_size": 2, "train.steps_per_epoch": 1,
+        "train.pretrain_epochs": 1, "train.gan_epochs": 0}).validate()
+    run = train(config, str(tmp_path / "run"), init_model=model_dir, strategy="one", verbose=0, tensorboard=False)
+    for folder in (run.model_dir, str(tmp_path / "run" / "best_model")):
+        assert open(os.path.join(folder, NOTICE_FILE)).read() == notice

@@ -35,12 +35,12 @@ class EstimateFolder:
     `folder/<track name>/<target>.wav` for every target, Spleeter's `-o folder` layout and `separate`'s.
 
     `separate(mixture, rate, source)` returns them as evaluate_tracks expects a separator's stems; a
-    missing file, another sample rate, channel count or a length off by more than `tolerance` samples
-    (cut or padded with zeros otherwise) is an AudioError naming the file.
+    missing file, or one of another sample rate, channel count or length than the mixture, is an
+    AudioError naming the file.
     """
 
-    def __init__(self, folder: str, tolerance: int = 0):
-        self.folder, self.tolerance = folder, tolerance
+    def __init__(self, folder: str):
+        self.folder = folder
 
     def separate(self, mixture: np.ndarray, sample_rate: int, source: str) -> dict[str, np.ndarray]:
         from svsgan_tf.audio.io import load_audio
@@ -55,10 +55,9 @@ class EstimateFolder:
             if rate != sample_rate or audio.shape[1] != mixture.shape[1]:
                 raise AudioError(path, f"{rate} Hz, {audio.shape[1]} channels; the mixture has "
                                        f"{sample_rate} Hz, {mixture.shape[1]} channels")
-            if abs(audio.shape[0] - mixture.shape[0]) > self.tolerance:
+            if audio.shape[0] != mixture.shape[0]:
                 raise AudioError(path, f"{audio.shape[0]} samples, the mixture {mixture.shape[0]}")
-            audio = audio[:mixture.shape[0]]
-            stems[target] = np.pad(audio, [(0, mixture.shape[0] - audio.shape[0]), (0, 0)])
+            stems[target] = audio
         return stems
 
 

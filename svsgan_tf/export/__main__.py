@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_target(args.out, args.version)              # fail fast, before TensorFlow starts
-    from svsgan_tf.models.model_io import resolve_model
+    from svsgan_tf.shipped_models import resolve_model
 
     model_dir = resolve_model(args.model)
     cli.start_tensorflow(args.quiet)

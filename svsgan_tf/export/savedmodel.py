@@ -178,21 +178,27 @@ def export_model(model_dir: str, base: str, version: int | None = None) -> str:
     """Export the model directory `model_dir` as BASE/<version>/ and return that folder.
 
     Args:
-        model_dir: a model directory (config.json + generator weights, see model_io).
+        model_dir: a model directory (config.json + generator weights, see model_io) or a shipped
+            model's name; its NOTICE.txt, if any, goes into the export too.
         base: the base folder (TF Serving's --model_base_path); created if needed.
         version: the version number; default one more than the newest already in `base`.
     Raises:
         ConfigError when the version exists (nothing is written) or the model cannot be loaded.
     """
     from svsgan_tf.io_utils import atomic_directory
+    from svsgan_tf.models.model_io import model_notices
     from svsgan_tf.separation.separator import Separator
 
     version, target = check_target(base, version)
     separator = Separator.from_directory(model_dir)
+    notices = model_notices(model_dir)              # imported weights keep their licence in the copy
     try:
         with atomic_directory(target, overwrite=False) as tmp:
             os.rmdir(tmp)                 # tf.saved_model.save creates the folder itself
             save_serving_module(separator, tmp)
+            for name, text in notices.items():
+                with open(os.path.join(tmp, name), "w", encoding="utf-8") as handle:
+                    handle.write(text)
     except FileExistsError:
         raise ConfigError(f"{target}: version {version} already exists; an export is never overwritten") from None
     logger.info("exported %s as version %d: %s", model_dir, version, target)

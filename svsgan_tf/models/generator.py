@@ -314,20 +314,21 @@ class UNetGenerator(MaskGenerator):
         """
         shape = tf.shape(mixture_magnitude)
         batch, nb_frames = shape[0], shape[1]
-        band = self.band(mixture_magnitude)                # (batch, nb_frames, C * nb_input_bins)
-
-        def image(x):
-            # (batch, nb_frames, C * nb_input_bins) -> (batch, nb_frames, C, nb_input_bins)
-            x = tf.reshape(x, [batch, nb_frames, self.nb_channels, self.nb_input_bins])
-            return tf.transpose(x, [0, 1, 3, 2])           # (batch, nb_frames, nb_input_bins, C)
-
         lead = SEGMENT_LEAD_FRAMES if self.segment_frames else 0
         pad_frames = (-(nb_frames + lead)) % (self.segment_frames or self.multiple)
         pad_bins = (-self.nb_input_bins) % self.multiple
         bins = self.nb_input_bins + pad_bins
-        padding = [[0, 0], [lead, pad_frames], [0, pad_bins], [0, 0]]
-        x = tf.pad(image(self.compress(band)), padding)    # (batch, T, F, C)
-        magnitude = tf.pad(image(band), padding)           # (batch, T, F, C)
+        # silent frames (magnitude 0, before any compression): (batch, T, C * nb_input_bins)
+        band = tf.pad(self.band(mixture_magnitude), [[0, 0], [lead, pad_frames], [0, 0]])
+
+        def image(x):
+            # (batch, T, C * nb_input_bins) -> (batch, T, C, nb_input_bins)
+            x = tf.reshape(x, [batch, -1, self.nb_channels, self.nb_input_bins])
+            x = tf.transpose(x, [0, 1, 3, 2])              # (batch, T, nb_input_bins, C)
+            return tf.pad(x, [[0, 0], [0, 0], [0, pad_bins], [0, 0]])     # (batch, T, F, C)
+
+        x = image(self.compress(band))                     # (batch, T, F, C)
+        magnitude = image(band)                            # (batch, T, F, C)
         if self.segment_frames:
             # (batch, T, F, C) -> (batch * S, segment_frames, F, C)
             x = tf.reshape(x, [-1, self.segment_frames, bins, self.nb_channels])

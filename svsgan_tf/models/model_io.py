@@ -22,20 +22,18 @@ import logging
 import os
 
 from svsgan_tf.config import Config
+from svsgan_tf.shipped_models import (CONFIG_FILE, DEFAULT_MODEL, PRETRAINED_DIR, default_model_path,  # noqa: F401
+                                      pretrained_names, resolve_model)
 from svsgan_tf.errors import ConfigError
 from svsgan_tf.io_utils import atomic_directory, file_sha256
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
 GENERATOR_FILE = "generator.weights.h5"
 DISCRIMINATOR_FILE = "discriminator.weights.h5"
 CHECKSUM_FILE = "weights.sha256.json"
 MEMBERS_DIR = "members"
 NOTICE_FILE = "NOTICE.txt"         # the licence of weights that came from elsewhere; travels with them
-# the models shipped inside the package, one folder each, usable by name wherever a model folder is
-PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")
-DEFAULT_MODEL = "paper-encoder"                # the model used when none is given
 
 
 def save_model(path: str, config: Config, generator, discriminator=None,
@@ -72,7 +70,8 @@ def pack_model(sources: list[str], target: str, precision: str = "float32",
     """
     if not sources:
         raise ConfigError("pack: no model directory given")
-    if any(os.path.abspath(s) == os.path.abspath(target) for s in sources):
+    sources = [resolve_model(source) for source in sources]          # names of shipped models too
+    if any(os.path.realpath(s) == os.path.realpath(target) for s in sources):
         raise ConfigError(f"{target}: the packed model must go to another folder than its sources")
     if precision not in WEIGHT_PRECISIONS:
         raise ConfigError(f"pack: unknown precision {precision!r}, expected one of {', '.join(WEIGHT_PRECISIONS)}")
@@ -291,34 +290,6 @@ def load_discriminator(path: str, config: Config):
     discriminator = build_discriminator(config)
     _load_weights(discriminator, weights, path)
     return discriminator
-
-
-def pretrained_names() -> list[str]:
-    """Names of the models shipped in the package (folders of PRETRAINED_DIR holding a config)."""
-    if not os.path.isdir(PRETRAINED_DIR):
-        return []
-    return sorted(name for name in os.listdir(PRETRAINED_DIR)
-                  if os.path.isfile(os.path.join(PRETRAINED_DIR, name, CONFIG_FILE)))
-
-
-def resolve_model(model: str | None = None) -> str:
-    """The model folder that `model` names: a folder as it is, a shipped model's name (see
-    pretrained_names) as its folder inside the package, None as the default shipped model. A folder
-    wins over a name it shadows. ConfigError for anything else, listing the names."""
-    if model is None:
-        model = DEFAULT_MODEL
-    elif os.path.exists(model) or os.sep in model or (os.altsep and os.altsep in model):
-        return model                                   # a path: load_generator names its problems
-    path = os.path.join(PRETRAINED_DIR, model)
-    if model in pretrained_names():
-        return path
-    names = ", ".join(pretrained_names()) or "none in this installation"
-    raise ConfigError(f"{model}: neither a model folder nor the name of a shipped model ({names})")
-
-
-def default_model_path() -> str:
-    """The folder of the model used when none is given (DEFAULT_MODEL, shipped in the package)."""
-    return resolve_model(None)
 
 
 def _load_weights(model, weights: str, folder: str) -> None:

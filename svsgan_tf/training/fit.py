@@ -182,7 +182,9 @@ def train(config: Config, out_dir: str, tracks: Sequence | None = None,
 
     with strategy.scope():
         model = build_svsgan(config, init_model)
-    notices = model_notices(init_model) if init_model else {}        # imported weights keep their licence
+    # imported weights keep their licence: from the start model, or, resuming, from this run's model
+    starts = ([init_model] if init_model else []) + ([model_dir] if os.path.isdir(model_dir) else [])
+    notices = model_notices(*starts)
 
     def run_callbacks(validation):
         callbacks = []
