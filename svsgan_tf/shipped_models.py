@@ -12,7 +12,7 @@ from svsgan_tf.errors import ConfigError
 
 CONFIG_FILE = "config.json"                    # a model folder's config (see models/model_io.py)
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
-DEFAULT_MODEL = "paper-encoder"                # the model used when none is given
+DEFAULT_MODEL = "spleeter-svsgan"              # the model used when none is given
 
 
 def pretrained_names() -> list[str]:
