@@ -333,12 +333,13 @@ class UNetGenerator(MaskGenerator):
             # (batch, T, F, C) -> (batch * S, segment_frames, F, C)
             x = tf.reshape(x, [-1, self.segment_frames, bins, self.nb_channels])
             magnitude = tf.reshape(magnitude, [-1, self.segment_frames, bins, self.nb_channels])
-        masks = [tower(x, training=training) for tower in self.towers]
-        if self.stems == 1:
-            mask = masks[0]
+        if self.segment_frames and not training:
+            # one segment at a time when separating: the activations of one segment, whatever the length
+            mask = tf.map_fn(lambda pair: self.image_mask(pair[0][None], pair[1][None])[0], (x, magnitude),
+                             fn_output_signature=tf.TensorSpec([self.segment_frames, bins, self.nb_channels],
+                                                               tf.float32), parallel_iterations=1)
         else:
-            estimates = [tf.pow(m * magnitude, 2.0) for m in masks]
-            mask = (estimates[0] + RATIO_EPSILON / self.stems) / (tf.reduce_sum(estimates, axis=0) + RATIO_EPSILON)
+            mask = self.image_mask(x, magnitude, training)
         # (batch * S, segment_frames, F, C) or (batch, T, F, C) -> (batch, T, F, C)
         mask = tf.reshape(mask, [batch, -1, bins, self.nb_channels])
         mask = mask[:, lead:lead + nb_frames, :self.nb_input_bins]   # (batch, nb_frames, nb_input_bins, C)
@@ -350,6 +351,15 @@ class UNetGenerator(MaskGenerator):
         mask = tf.transpose(mask, [0, 1, 3, 2])            # (batch, nb_frames, C, nb_bins)
         # (batch, nb_frames, C, nb_bins) -> (batch, nb_frames, C * nb_bins)
         return tf.reshape(mask, [batch, nb_frames, self.nb_features])
+
+    def image_mask(self, x, magnitude, training=False):
+        """The vocals mask of images (n, T, F, C): the vocals tower's, or with two stems the ratio of
+        the towers' squared estimates; `x` is what the towers see, `magnitude` the band's magnitude."""
+        masks = [tower(x, training=training) for tower in self.towers]
+        if self.stems == 1:
+            return masks[0]
+        estimates = [tf.pow(m * magnitude, 2.0) for m in masks]
+        return (estimates[0] + RATIO_EPSILON / self.stems) / (tf.reduce_sum(estimates, axis=0) + RATIO_EPSILON)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "stems": self.stems,
