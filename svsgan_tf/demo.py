@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from svsgan_tf.shipped_models import DEFAULT_MODEL, resolve_model
 
+    name = args.model or DEFAULT_MODEL
     args.model = resolve_model(args.model)              # an unknown name fails before TensorFlow starts
     cli.start_tensorflow(args.quiet)
-    print(f"1. A real song separated with {os.path.basename(args.model.rstrip(os.sep)) or DEFAULT_MODEL} (museval v4, median over 1 s frames)\n")
+    print(f"1. A real song separated with {name} (museval v4, median over 1 s frames)\n")
     print(separate_example_song(args.out, args.model, args.quiet), flush=True)
     if args.skip_experiment:
         return 0

@@ -63,14 +63,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     """The body of `main` once OUT is usable; OutputError when an output cannot be written."""
     from svsgan_tf.data.datasets import load_dataset
     from svsgan_tf.io_utils import atomic_write_text
+    from svsgan_tf.models.model_io import load_config
     from svsgan_tf.separation.separator import Separator
 
-    separator = Separator.from_directory(args.model, wiener_iterations=args.wiener)
+    # scoring another tool's stems needs only the model's STFT (for the oracle), not its weights
+    separator = None if args.estimates else Separator.from_directory(args.model, wiener_iterations=args.wiener)
+    stft = (load_config(args.model) if args.estimates else separator.config).separation_stft
     report = load_dataset(args.data, args.subset, sample_rate=None, true_mixture=True)
     tracks = (report.tracks[-args.held_out:] if args.held_out
               else report.tracks[:args.tracks] if args.tracks else report.tracks)
     scored = EstimateFolder(args.estimates) if args.estimates else separator
-    result = evaluate_tracks(tracks, scored, args.out, args.quiet, stft=separator.config.separation_stft)
+    result = evaluate_tracks(tracks, scored, args.out, args.quiet, stft=stft)
     result.skipped = report.skipped + result.skipped
     summary = summarize(result)
     for name, text in (("summary.json", json.dumps(summary, indent=2, allow_nan=True)),

@@ -87,8 +87,9 @@ def evaluate_tracks(tracks, separator=None, out_dir: str | None = None, quiet: b
                     stft: STFTConfig | None = None) -> EvaluationResult:
     """Score `rows` on every track; a track that fails to load is skipped and listed, never fatal.
 
-    `separator` (a Separator, or an EstimateFolder) is required for the "model" row. With `out_dir`, the model's frame scores are written
-    per track in museval's JSON format to out_dir/museval/; OutputError if that fails.
+    `separator` (a Separator, or an EstimateFolder) is required for the "model" row. With `out_dir`,
+    the model's frame scores are written per track in museval's JSON format to out_dir/museval/;
+    OutputError if that fails.
     """
     from tqdm import tqdm
 

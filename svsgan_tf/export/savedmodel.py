@@ -186,7 +186,7 @@ def export_model(model_dir: str, base: str, version: int | None = None) -> str:
         ConfigError when the version exists (nothing is written) or the model cannot be loaded.
     """
     from svsgan_tf.io_utils import atomic_directory
-    from svsgan_tf.models.model_io import model_notices
+    from svsgan_tf.models.model_io import model_notices, write_text_files
     from svsgan_tf.separation.separator import Separator
 
     version, target = check_target(base, version)
@@ -196,9 +196,7 @@ def export_model(model_dir: str, base: str, version: int | None = None) -> str:
         with atomic_directory(target, overwrite=False) as tmp:
             os.rmdir(tmp)                 # tf.saved_model.save creates the folder itself
             save_serving_module(separator, tmp)
-            for name, text in notices.items():
-                with open(os.path.join(tmp, name), "w", encoding="utf-8") as handle:
-                    handle.write(text)
+            write_text_files(tmp, notices)
     except FileExistsError:
         raise ConfigError(f"{target}: version {version} already exists; an export is never overwritten") from None
     logger.info("exported %s as version %d: %s", model_dir, version, target)

@@ -49,10 +49,15 @@ def save_model(path: str, config: Config, generator, discriminator=None,
         if discriminator is not None:
             discriminator.save_weights(os.path.join(tmp, DISCRIMINATOR_FILE))
         write_checksums(tmp)
-        for name, text in (extra_files or {}).items():
-            with open(os.path.join(tmp, name), "w", encoding="utf-8") as handle:
-                handle.write(text)
+        write_text_files(tmp, extra_files or {})
     return path
+
+
+def write_text_files(folder: str, files: dict[str, str]) -> None:
+    """Write each {name: text} of `files` into `folder` (inside an atomic write's temporary folder)."""
+    for name, text in files.items():
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
+            handle.write(text)
 
 
 def pack_model(sources: list[str], target: str, precision: str = "float32",
@@ -85,9 +90,7 @@ def pack_model(sources: list[str], target: str, precision: str = "float32",
     notices = model_notices(*sources)
     with atomic_directory(target) as tmp:
         config.save(os.path.join(tmp, CONFIG_FILE))
-        for name, text in notices.items():
-            with open(os.path.join(tmp, name), "w", encoding="utf-8") as handle:
-                handle.write(text)
+        write_text_files(tmp, notices)
         folders = [tmp] if len(loaded) == 1 else [os.path.join(tmp, MEMBERS_DIR, str(i))
                                                   for i in range(len(loaded))]
         for folder, (member_config, generator) in zip(folders, loaded):
