@@ -238,7 +238,7 @@ class SeparationClient:
         Returns:
             {"vocals", "accompaniment"}: arrays shaped like `waveform`, at its sample rate.
         """
-        from svsgan_tf.separation.separator import separate_whole
+        from svsgan_tf.separation.stream import separate_whole
 
         return separate_whole(self, waveform, sample_rate, source)
 

@@ -312,10 +312,22 @@ class UNetGenerator(MaskGenerator):
         multiple of 2^depth or of the segment, S the segments of T, F nb_input_bins padded up to a
         multiple of 2^depth, C nb_channels.
         """
-        shape = tf.shape(mixture_magnitude)
-        batch, nb_frames = shape[0], shape[1]
+        nb_frames = tf.shape(mixture_magnitude)[1]
         lead = SEGMENT_LEAD_FRAMES if self.segment_frames else 0
         pad_frames = (-(nb_frames + lead)) % (self.segment_frames or self.multiple)
+        return self._mask(mixture_magnitude, lead, pad_frames, bool(self.segment_frames), training)
+
+    def segment_mask(self, mixture_magnitude):
+        """The mask of one segment as `call` cuts them (the first starting one silent frame before
+        frame 0, the next segment_frames later, silent frames after the end), for block-wise inference
+        (svsgan_tf.export.tflite): (batch, segment_frames, nb_features) -> mask of that shape."""
+        return self._mask(mixture_magnitude, 0, 0, False, False)
+
+    def _mask(self, mixture_magnitude, lead, pad_frames, segments: bool, training):
+        """`call`'s body: `lead` silent frames before and `pad_frames` after, cut into segments (or not),
+        the towers' mask cropped back to the input's frames and extended above the band."""
+        shape = tf.shape(mixture_magnitude)
+        batch, nb_frames = shape[0], shape[1]
         pad_bins = (-self.nb_input_bins) % self.multiple
         bins = self.nb_input_bins + pad_bins
         # silent frames (magnitude 0, before any compression): (batch, T, C * nb_input_bins)
@@ -329,11 +341,11 @@ class UNetGenerator(MaskGenerator):
 
         x = image(self.compress(band))                     # (batch, T, F, C)
         magnitude = image(band)                            # (batch, T, F, C)
-        if self.segment_frames:
+        if segments:
             # (batch, T, F, C) -> (batch * S, segment_frames, F, C)
             x = tf.reshape(x, [-1, self.segment_frames, bins, self.nb_channels])
             magnitude = tf.reshape(magnitude, [-1, self.segment_frames, bins, self.nb_channels])
-        if self.segment_frames and not training:
+        if segments and not training:
             # one segment at a time when separating: the activations of one segment, whatever the length
             mask = tf.map_fn(lambda pair: self.image_mask(pair[0][None], pair[1][None])[0], (x, magnitude),
                              fn_output_signature=tf.TensorSpec([self.segment_frames, bins, self.nb_channels],

@@ -39,6 +39,22 @@ def resample_margin(rate_in: int, rate_out: int) -> int:
     return 2 * RESAMPLE_TAPS_PER_SIDE * int(math.ceil(max(up, down) / min(up, down))) + 32
 
 
+def chunk_context(n_fft: int, hop_length: int, receptive_frames: int | None, frame_multiple: int,
+                  mask_smoothing: int = 1, griffin_lim_iterations: int = 0) -> tuple[int, int]:
+    """(margin, align) in samples for a separator: how far the stems at a sample reach into the audio
+    around it, and the multiple that chunk starts keep so that a chunk's frames (and U-Net blocks) are
+    those of the whole input.
+
+    margin = n_fft (the frames over a sample) + the mask's reach in frames (the generator's receptive
+    field, RECURRENT_WARMUP_FRAMES when it is unbounded (None, an LSTM), half the mask smoothing) x hop
+    + 2 n_fft per Griffin-Lim iteration (each inverse STFT and STFT pair spreads it by that much);
+    align = hop x frame_multiple.
+    """
+    reach = RECURRENT_WARMUP_FRAMES if receptive_frames is None else receptive_frames
+    reach += mask_smoothing // 2
+    return n_fft + reach * hop_length + 2 * n_fft * griffin_lim_iterations, hop_length * frame_multiple
+
+
 @dataclass(frozen=True)
 class ChunkLayout:
     """How one recording is cut, in samples at one rate.

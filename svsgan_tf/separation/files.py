@@ -150,7 +150,7 @@ def separate_file(separator, job: Job, out_dir: str, protect: tuple[str, ...] = 
     from svsgan_tf.config import TARGETS
     from svsgan_tf.errors import AudioError
     from svsgan_tf.io_utils import atomic_directory, fsync_file
-    from svsgan_tf.separation.separator import separate_stream
+    from svsgan_tf.separation.stream import separate_stream
 
     folder = os.path.join(out_dir, job.name)
     real_folder = os.path.realpath(folder)

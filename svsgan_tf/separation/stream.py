@@ -1,0 +1,100 @@
+"""The NumPy side of separation, shared by every engine (the Separator, the TF Serving client, the edge
+runner): checks, resampling and cutting audio into the chunks an engine separates. No TensorFlow here."""
+from __future__ import annotations
+
+import numpy as np
+
+from svsgan_tf.audio.io import check_waveform, resample
+from svsgan_tf.config import TARGETS
+from svsgan_tf.errors import AudioError
+from svsgan_tf.separation.chunking import resample_margin, scaled_layout, separate_in_chunks
+
+
+def separate_whole(engine, waveform: np.ndarray, sample_rate: int | None,
+                   source: str = "<array>") -> dict[str, np.ndarray]:
+    """`separate_stream` over an in-memory waveform, joined: what `Separator.separate` and the TF Serving
+    client's `separate` return.
+
+    Args:
+        engine: a Separator or anything with its `sample_rate`, `min_samples`, `chunk_layout` and
+            `separate_chunk`.
+        waveform: (nb_samples, nb_channels) or (nb_samples,) float audio.
+        sample_rate: its rate (None: the engine's).
+    Returns:
+        {"vocals", "accompaniment"}: arrays shaped like `waveform`, at its sample rate.
+    """
+    mono = np.ndim(waveform) == 1
+    audio = np.asarray(waveform)
+    audio = audio[:, None] if mono else audio
+    if audio.ndim != 2:
+        check_waveform(audio, source)                       # the one-line error for a bad shape
+    blocks = list(separate_stream(engine, lambda start, stop: audio[start:stop], audio.shape[0],
+                                  audio.shape[1], sample_rate or engine.sample_rate, source))
+    stems = {name: np.concatenate([block[name] for block in blocks], axis=0) for name in TARGETS}
+    return {name: stem[:, 0] for name, stem in stems.items()} if mono else stems
+
+
+def separate_stream(engine, read, nb_samples: int, nb_channels: int, sample_rate: int,
+                    source: str = "<audio>"):
+    """Separate audio read piece by piece, yielding the stems as consecutive blocks.
+
+    Memory is bounded by one chunk of `engine.chunk_layout`, whatever the length: a 60-minute file
+    is read, separated and written a chunk at a time (python -m svsgan_tf.separate does).
+
+    Args:
+        engine: a Separator, or anything with its `sample_rate`, `min_samples`, `chunk_layout(nb_channels)`
+            and `separate_chunk` (the TF Serving client).
+        read: (start, stop) -> the input's samples [start, stop) as (stop - start, nb_channels) float.
+        nb_samples, nb_channels, sample_rate: the input's length, channels and rate.
+        source: the input's name in error messages (a chunk adds its sample range).
+    Yields:
+        {"vocals", "accompaniment"}: (nb_block_samples, nb_channels) float32 blocks at `sample_rate`
+        whose lengths add up to nb_samples.
+    """
+    model_rate = engine.sample_rate
+    layout = scaled_layout(engine.chunk_layout(nb_channels), sample_rate, model_rate,
+                           resample_margin(sample_rate, model_rate))
+    if nb_samples > layout.chunk:           # what fits in one chunk is separated in one piece
+        layout = layout.fitted().check()
+    whole = len(layout.plan(nb_samples)) == 1
+
+    def separate(start: int, stop: int) -> dict[str, np.ndarray]:
+        part = source if whole else f"{source} [samples {start}:{stop}]"
+        audio = np.asarray(read(start, stop))
+        if audio.ndim == 2 and audio.shape[0] != stop - start:
+            raise AudioError(source, f"the decoder gave {audio.shape[0]} samples at sample {start}, expected "
+                                     f"{stop - start} (the file is shorter than its header says)")
+        return separate_array(engine.separate_chunk, audio, sample_rate, model_rate, engine.min_samples, part)
+
+    yield from separate_in_chunks(layout, nb_samples, separate, TARGETS)
+
+
+def separate_array(separate_fn, waveform: np.ndarray, sample_rate: int | None, model_rate: int,
+                   min_samples: int, source: str = "<array>") -> dict[str, np.ndarray]:
+    """The NumPy side of `Separator.separate`, shared with the TF Serving client (serving/client.py).
+
+    Checks the waveform, resamples it to `model_rate`, calls `separate_fn` and resamples the stems back.
+
+    Args:
+        separate_fn: (nb_channels, nb_samples) float32 at `model_rate` -> {"vocals", "accompaniment"}
+            NumPy arrays of the same shape (`Separator.separate_waveform` or a remote call).
+        waveform: (nb_samples, nb_channels) or (nb_samples,) float audio.
+        sample_rate: its rate (None: `model_rate`).
+        min_samples: shortest input accepted at `model_rate` (one STFT frame).
+        source: name used in error messages.
+    Returns:
+        {"vocals", "accompaniment"}: arrays shaped like `waveform`, at its sample rate.
+    """
+    mono = np.ndim(waveform) == 1
+    rate = sample_rate or model_rate
+    min_input = -(-min_samples * rate // model_rate)               # one frame at the input rate
+    audio = check_waveform(waveform, source, min_input)             # (nb_samples, nb_channels)
+    nb_samples = audio.shape[0]
+    model_audio = resample(audio, rate, model_rate)
+    result = separate_fn(np.ascontiguousarray(model_audio.T))       # (nb_channels, nb_samples)
+    stems = {}
+    for name in TARGETS:
+        stem = resample(np.asarray(result[name]).T, model_rate, rate)[:nb_samples]
+        stem = np.pad(stem, [(0, nb_samples - stem.shape[0]), (0, 0)])
+        stems[name] = stem[:, 0] if mono else stem
+    return stems
