@@ -19,6 +19,7 @@ from svsgan_tf import cli
 from svsgan_tf.evaluation.tracks import (EstimateFolder, evaluate_tracks, markdown, plot_bars, plot_spectrograms, skipped_line,
                                          summarize, writing)
 from svsgan_tf.separation.files import check_output_folder
+from svsgan_tf.edge.model_file import is_tflite_path
 from svsgan_tf.shipped_models import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m svsgan_tf.evaluate", description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--data", required=True, help="data set [format:]PATH (musdb, dsd100, mir1k, folder)")
     parser.add_argument("--subset", default="test", help="subset to score (default %(default)s)")
-    cli.add_model_argument(parser)
+    cli.add_model_argument(parser)          # or a .tflite file (python -m svsgan_tf.tflite)
     parser.add_argument("--estimates", default=None, metavar="DIR",
                         help="score the stems in DIR/<track>/{vocals,accompaniment}.wav (another tool's output, "
                              "e.g. Spleeter's -o DIR) instead of separating; the oracle uses --model's STFT")
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.model = resolve_model(args.model)             # an unknown name fails before anything is written
+    if is_tflite_path(args.model) and args.wiener:
+        raise cli.SVSGANError(f"--wiener: a .tflite model ({args.model}) separates with the mixture phase only")
     if args.estimates is not None:
         if args.wiener:
             raise cli.SVSGANError("--estimates and --wiener: the estimates are scored as they are")
@@ -63,12 +66,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     """The body of `main` once OUT is usable; OutputError when an output cannot be written."""
     from svsgan_tf.data.datasets import load_dataset
     from svsgan_tf.io_utils import atomic_write_text
-    from svsgan_tf.models.model_io import load_config
+    from svsgan_tf.edge.runner import EdgeSeparator
     from svsgan_tf.separation.separator import Separator
 
     # scoring another tool's stems needs only the model's STFT (for the oracle), not its weights
-    separator = None if args.estimates else Separator.from_directory(args.model, wiener_iterations=args.wiener)
-    stft = (load_config(args.model) if args.estimates else separator.config).separation_stft
+    if args.estimates:
+        separator = None
+    elif is_tflite_path(args.model):
+        separator = EdgeSeparator(args.model)          # a converted model, scored the same way
+    else:
+        separator = Separator.from_directory(args.model, wiener_iterations=args.wiener)
+    stft = (load_model_config(args.model) if args.estimates else separator.config).separation_stft
     report = load_dataset(args.data, args.subset, sample_rate=None, true_mixture=True)
     tracks = (report.tracks[-args.held_out:] if args.held_out
               else report.tracks[:args.tracks] if args.tracks else report.tracks)
@@ -100,6 +108,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 1
     print(f"warning: {line}", file=sys.stderr)
     return 0
+
+
+def load_model_config(model: str):
+    """The Config of a model folder, shipped model name or .tflite file."""
+    if is_tflite_path(model):
+        from svsgan_tf.edge.runner import EdgeSeparator
+
+        return EdgeSeparator(model).config
+    from svsgan_tf.models.model_io import load_config
+
+    return load_config(model)
 
 
 def run() -> None:

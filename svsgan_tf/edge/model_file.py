@@ -7,11 +7,13 @@ metadata name METADATA_NAME, a JSON object:
     format          FORMAT
     config          the model's Config (STFT, sample rate, separation settings), as config.json holds it
     window_frames   W, the frames the network takes per call (None: any number, a frame-wise model)
+    whole_song      true: one call sees all frames of the recording (a U-Net without segments; no streaming)
     step_frames     H, the new frames each call adds (None with window_frames None)
     first_frame     f0 <= 0, the first frame of call 0; call k sees frames [f0 + kH, f0 + kH + W)
                     (frames before 0 and after the end are silent)
     valid_offset    v: call k's masks of frames [f0 + kH + v, f0 + kH + v + H) are the model's
     states          shapes of the state tensors carried from call to call (an LSTM's h and c), [] if none
+    outputs         the names of the network's outputs output_0, output_1, ... (mask, state_<i>)
     receptive_frames, frame_multiple   the generator's reach and grid (for chunked separation)
     quantize        none, float16, dynamic or int8
     source, git_commit, notice   where the weights came from, the commit, licence notices to keep

@@ -75,6 +75,12 @@ class BlockLayout:
     step: int
     first: int
     valid: int
+    whole: bool = False
+
+    @classmethod
+    def whole_song(cls, nb_frames: int) -> "BlockLayout":
+        """One call over all `nb_frames` frames."""
+        return cls(nb_frames, nb_frames, 0, 0, True)
 
     def window_start(self, call: int) -> int:
         return self.first + call * self.step
@@ -93,7 +99,9 @@ class MaskNetwork:
         self.path = path
         self.interpreter = load_interpreter(path, threads)
         runner = self.interpreter.get_signature_runner(SIGNATURE)
-        inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        inputs = runner.get_input_details()
+        # the converter names the outputs output_<i>; the metadata lists their names in that order
+        outputs = {name: runner.get_output_details()[f"output_{i}"] for i, name in enumerate(metadata["outputs"])}
         self.state_shapes = [tuple(shape) for shape in metadata["states"]]
         names = [state_name(i) for i in range(len(self.state_shapes))]
         try:
@@ -122,6 +130,25 @@ class MaskNetwork:
                 [self.interpreter.get_tensor(index) for index in self.state_outputs])
 
 
+def channel_pairs(nb_channels: int) -> list[tuple[int, int]]:
+    """The stereo pairs the network sees: (0, 1) for stereo, (c, c) for each channel of anything else."""
+    return [(0, 1)] if nb_channels == 2 else [(c, c) for c in range(nb_channels)]
+
+
+def network_call(network: MaskNetwork, pairs: list[tuple[int, int]], states: list, magnitude: np.ndarray) -> np.ndarray:
+    """G's mask of one call: (nb_channels, W, nb_bins) magnitude -> mask of that shape, each pair through
+    the network with its own state (`states[p]`, replaced by the new one); a pair of one channel
+    with itself gives that channel the mean of its two masks (as `Separator.generator_mask`)."""
+    masks = np.empty_like(magnitude)
+    for p, (a, b) in enumerate(pairs):
+        mask, states[p] = network(magnitude[[a, b]], states[p])
+        if a == b:
+            masks[a] = mask.mean(axis=0)
+        else:
+            masks[[a, b]] = mask
+    return masks
+
+
 class FrameEngine:
     """Separates one stream of `nb_channels` channels incrementally: `push` samples, then `finish`.
 
@@ -139,7 +166,7 @@ class FrameEngine:
         self.smoothing_half = config.separation.mask_smoothing // 2
         self.power = config.separation.mask_power
         self.nb_channels = nb_channels
-        self.pairs = [(0, 1)] if nb_channels == 2 else [(c, c) for c in range(nb_channels)]
+        self.pairs = channel_pairs(nb_channels)
         self.states = [network.initial_states() for _ in self.pairs]
         self.inverse = inverse_window(self.n_fft, self.hop)
         self.nb_bins = self.n_fft // 2 + 1
@@ -204,6 +231,10 @@ class FrameEngine:
     def _run_network(self) -> None:
         """Every call whose frames have all been transformed (or lie after the end)."""
         layout = self.layout
+        if layout.whole:                                 # one call, once the song has ended
+            if self.nb_frames is None or self.next_call:
+                return
+            layout = self.layout = BlockLayout.whole_song(self.nb_frames)
         while True:
             start = layout.window_start(self.next_call)
             first_valid = start + layout.valid
@@ -214,13 +245,7 @@ class FrameEngine:
                 return
             # (W, nb_channels, nb_bins) -> (nb_channels, W, nb_bins)
             magnitude = np.stack([self._magnitude(f) for f in range(start, start + layout.window)], axis=1)
-            masks = np.empty_like(magnitude)
-            for p, (a, b) in enumerate(self.pairs):
-                mask, self.states[p] = self.network(magnitude[[a, b]], self.states[p])
-                if a == b:
-                    masks[a] = mask.mean(axis=0)
-                else:
-                    masks[[a, b]] = mask
+            masks = network_call(self.network, self.pairs, self.states, magnitude)
             for i in range(layout.valid, layout.valid + layout.step):
                 if start + i >= 0:
                     self.masks[start + i] = masks[:, i]
@@ -340,6 +365,8 @@ class EdgeSeparator:
     def block_layout(self, block_frames: int) -> BlockLayout:
         """The frames per call: the file's, or `block_frames` for a frame-wise model."""
         m = self.metadata
+        if m["whole_song"]:
+            return BlockLayout.whole_song(0)
         if m["window_frames"] is None:
             return BlockLayout(block_frames, block_frames, 0, 0)
         return BlockLayout(m["window_frames"], m["step_frames"], m["first_frame"], m["valid_offset"])
@@ -359,6 +386,26 @@ class EdgeSeparator:
     def engine(self, nb_channels: int, block_frames: int, source: str = "<stream>") -> FrameEngine:
         """A fresh FrameEngine for a stream of `nb_channels` channels."""
         return FrameEngine(self.network, self.config, self.block_layout(block_frames), nb_channels, source)
+
+    def generator_mask(self, magnitude: np.ndarray, block_frames: int = WHOLE_FILE_BLOCK_FRAMES) -> np.ndarray:
+        """G's mask of a whole song, as `Separator.generator_mask`: (nb_channels, nb_frames, nb_bins)
+        magnitude -> mask of that shape (the calls of the block layout, silence outside the song)."""
+        nb_channels, nb_frames, nb_bins = magnitude.shape
+        layout = self.block_layout(block_frames)
+        layout = BlockLayout.whole_song(nb_frames) if layout.whole else layout
+        pairs = channel_pairs(nb_channels)
+        states = [self.network.initial_states() for _ in pairs]
+        before = max(0, -layout.first)
+        calls = -(-(nb_frames - layout.first - layout.valid) // layout.step)
+        after = max(0, layout.window_start(calls - 1) + layout.window - nb_frames)
+        padded = np.pad(magnitude, [(0, 0), (before, after), (0, 0)])     # silence outside the song
+        mask = np.zeros_like(magnitude)
+        for call in range(calls):
+            start = layout.window_start(call)
+            masks = network_call(self.network, pairs, states, padded[:, before + start:before + start + layout.window])
+            first, last = max(start + layout.valid, 0), min(start + layout.valid + layout.step, nb_frames)
+            mask[:, first:last] = masks[:, first - start:last - start]
+        return mask
 
     def separate_chunk(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
         """(nb_channels, nb_samples) float32 at the model's rate -> {"vocals", "accompaniment"} of that shape."""
@@ -406,6 +453,10 @@ class StreamingSeparator:
         self.nb_channels = nb_channels
         self.sample_rate = self.separator.sample_rate
         layout = self.separator.block_layout(block_frames)
+        if layout.whole:
+            raise ConfigError(f"{self.separator.path}: this model (a U-Net without segments) sees a whole "
+                              "recording at once and cannot stream; use EdgeSeparator or python -m svsgan_tf.edge "
+                              "without --stream")
         self.latency_samples = latency_samples(self.separator.config, layout)
         self.engine = FrameEngine(self.separator.network, self.separator.config, layout, nb_channels, source)
         self.pending = {name: np.zeros((self.latency_samples, nb_channels), np.float32) for name in TARGETS}

@@ -14,7 +14,7 @@ Per generator, the frames of one call (see edge/model_file.py for the layout fie
 - rnn (unidirectional): one frame per call, the LSTM written as its cell equations with h and c as
   explicit inputs and outputs (a Keras 3 LSTM converts to a WHILE loop, tensorflow#62775, #73254);
 - unet with segments (Spleeter's): one segment per call, the first starting one frame before frame 0;
-- unet without segments: `step` frames per call with the receptive field on both sides;
+- unet without segments: the whole recording (a chunk of it) in one call: it cannot stream;
 - ensembles: their members' layout, when they agree (an LSTM beside a U-Net does not).
 """
 from __future__ import annotations
@@ -32,7 +32,6 @@ from svsgan_tf.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-CONTEXT_STEP_FRAMES = 256          # new frames per call of a U-Net without segments
 CALIBRATION_WINDOWS = 64           # most network inputs an int8 calibration sees
 CALIBRATION_FRAMES = 64            # frames per calibration window of a frame-wise model
 
@@ -83,14 +82,12 @@ def edge_layout(generator, config) -> dict:
         window = dict(window_frames=segment, step_frames=segment, first_frame=-SEGMENT_LEAD_FRAMES,
                       valid_offset=0)
     elif "context" in names:
-        grid = generator.frame_multiple
-        context = -(-generator.receptive_frames // grid) * grid
-        step = -(-CONTEXT_STEP_FRAMES // grid) * grid
-        window = dict(window_frames=step + 2 * context, step_frames=step, first_frame=-context,
-                      valid_offset=context)
+        # its convolutions pad the song's ends with zeros after compression, which no window of silent
+        # frames reproduces: it sees the whole recording (a chunk of it) in one call, as the Separator does
+        window = dict(window_frames=None, step_frames=None, first_frame=0, valid_offset=0, whole_song=True)
     else:
         window = dict(window_frames=None, step_frames=None, first_frame=0, valid_offset=0)
-    return {**window, "states": states, "receptive_frames": generator.receptive_frames,
+    return {"whole_song": False, **window, "states": states, "receptive_frames": generator.receptive_frames,
             "frame_multiple": generator.frame_multiple}
 
 
@@ -229,20 +226,34 @@ def convert(separator, quantize: str = "none", calibration: list[str] | None = N
         ConfigError for an unknown quantization, an unreadable calibration file, or a model that needs
         an op that is not a TFLite builtin (named).
     """
-    import tensorflow as tf
-
     if quantize not in QUANTIZATIONS:
         raise ConfigError(f"--quantize {quantize}: unknown, expected one of {', '.join(QUANTIZATIONS)}")
     layout = edge_layout(separator.generator, separator.config)
     module = build_edge_module(separator, layout)
-    if quantize == "int8":
-        dataset = calibration_windows(calibration_audio(calibration), separator.config, layout)
+    dataset = (calibration_windows(calibration_audio(calibration), separator.config, layout)
+               if quantize == "int8" else None)
+    names = [MAGNITUDE_INPUT] + [state_name(i) for i in range(len(layout["states"]))]
+    data, layout["outputs"] = convert_function(module.network.get_concrete_function(), module, quantize,
+                                               dataset, names)
+    return data, layout
+
+
+def convert_function(concrete, trackable, quantize: str = "none", dataset=None,
+                     input_names: list[str] | None = None) -> tuple[bytes, list[str]]:
+    """TFLite bytes of a concrete function returning a dict, with TFLITE_BUILTINS only; and the names of
+    its outputs in the order output_0, output_1, ... (the converter's names for them).
+
+    `dataset` (int8 only): a list of input lists, named by `input_names`. ConfigError naming the ops
+    when the function needs ops that are not TFLite builtins.
+    """
+    import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     # the weights frozen into the graph first: TF 2.16's converter cannot read Keras 3 variables from a
     # SavedModel ("missing attribute 'value'" on ReadVariableOp, tensorflow#63987, #65012)
-    frozen = convert_variables_to_constants_v2(module.network.get_concrete_function())
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], module)
+    frozen = convert_variables_to_constants_v2(concrete)
+    outputs = list(tf.nest.flatten({k: k for k in concrete.structured_outputs}))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], trackable)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = False
     if quantize != "none":
@@ -250,8 +261,7 @@ def convert(separator, quantize: str = "none", calibration: list[str] | None = N
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if quantize == "int8":
-        names = [MAGNITUDE_INPUT] + [state_name(i) for i in range(len(layout["states"]))]
-        converter.representative_dataset = lambda: ({n: v for n, v in zip(names, sample)} for sample in dataset)
+        converter.representative_dataset = lambda: (dict(zip(input_names, sample)) for sample in dataset)
     try:
         data = converter.convert()
     except Exception as err:                      # ConverterError, or anything the MLIR passes raise
@@ -259,7 +269,7 @@ def convert(separator, quantize: str = "none", calibration: list[str] | None = N
     extra = non_builtin_ops(op_names(data))
     if extra:
         raise ConfigError(f"the converted model uses ops that are not TFLite builtins: {', '.join(extra)}")
-    return data, layout
+    return data, outputs
 
 
 def with_metadata(data: bytes, metadata: dict) -> bytes:

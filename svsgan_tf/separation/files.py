@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import sys
@@ -170,8 +171,9 @@ def separate_file(separator, job: Job, out_dir: str, protect: tuple[str, ...] = 
             for target, path in paths.items():
                 writers[target] = sf.SoundFile(path, "w", channels=reader.channels,
                                                **write_options(path, reader.samplerate))
-            for blocks in separate_stream(separator, read, reader.frames, reader.channels, reader.samplerate,
-                                          job.path):
+            # an engine may stream a file its own way (the edge runner's --stream); else chunk by chunk
+            stream = getattr(separator, "stream", None) or functools.partial(separate_stream, separator)
+            for blocks in stream(read, reader.frames, reader.channels, reader.samplerate, job.path):
                 for target, block in blocks.items():
                     writers[target].write(np.clip(block, -1.0, 1.0))
             for target in TARGETS:
