@@ -25,6 +25,8 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.5",
 ]
 
+EDGE_RUNTIME = "ai-edge-litert>=2.3; python_version >= '3.10'"
+
 setup(
     name="svsgan_tf",
     version="0.1.0",
@@ -38,7 +40,9 @@ setup(
                                 "configs/*.json"]},                            # the named recipes
     python_requires=">=3.9,<3.13",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=7"]},
+    # the edge runner's interpreter (svsgan_tf.edge); where it has no wheel (Python 3.9) tf.lite is used.
+    # A device without TensorFlow installs only what the runner needs: see docs/edge.md.
+    extras_require={"test": ["pytest>=7", EDGE_RUNTIME], "edge": [EDGE_RUNTIME]},
     entry_points={"console_scripts": [
         "svsgan-train=svsgan_tf.train:run",
         "svsgan-separate=svsgan_tf.separate:run",
@@ -52,5 +56,7 @@ setup(
         "svsgan-tune=tuning.search:run",
         "svsgan-demo=svsgan_tf.demo:run",
         "svsgan-import-spleeter=svsgan_tf.import_spleeter:run",
+        "svsgan-tflite=svsgan_tf.tflite:run",
+        "svsgan-edge=svsgan_tf.edge.__main__:run",
     ]},
 )

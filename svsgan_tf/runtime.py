@@ -21,6 +21,8 @@ def setup_logging(quiet: bool = False) -> None:
     """Log INFO (or WARNING with quiet) to stderr, one line per record."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
-    import absl.logging
-
+    try:
+        import absl.logging                    # TensorFlow's logger; absent where only the edge runner is
+    except ImportError:
+        return
     absl.logging.set_verbosity(absl.logging.ERROR)

@@ -315,13 +315,16 @@ def test_source_layout_is_recognised_from_a_wheel(towers, tmp_path):
     assert source.filters(len(FILTERS)) == FILTERS
 
 
-def test_the_imported_model_exports_serves_and_fine_tunes_with_frozen_statistics(towers, tmp_path):
-    """An imported model is a model like any other: its SavedModel separates as the Separator does, the
-    gRPC server serves it, and training with train.freeze_batch_norm changes weights but not the batch
+def test_the_imported_model_exports_converts_serves_and_fine_tunes_with_frozen_statistics(towers, tmp_path):
+    """An imported model is a model like any other: its SavedModel separates as the Separator does, so
+    does its .tflite file, the gRPC server serves it, and training with train.freeze_batch_norm changes weights but not the batch
     normalisations' statistics."""
     from serving.client import SeparationClient
     from svsgan_tf.config import Config
+    from svsgan_tf.edge import EdgeSeparator
+    from svsgan_tf.edge.model_file import non_builtin_ops, op_names, read_model_bytes
     from svsgan_tf.export.savedmodel import export_model
+    from svsgan_tf.export.tflite import convert_model
     from svsgan_tf.separation.separator import Separator
     from svsgan_tf.training.fit import build_svsgan
     from tests.test_serving import MODEL, Server
@@ -335,6 +338,12 @@ def test_the_imported_model_exports_serves_and_fine_tunes_with_frozen_statistics
     served = exported.signatures["serving_default"](waveform=tf.constant(waveform))
     for name in ("vocals", "accompaniment"):
         np.testing.assert_allclose(served[name].numpy(), local[name], atol=1e-5)
+    lite = tmp_path / "imported.tflite"                                   # and converts to TFLite
+    convert_model(model_dir, str(lite))
+    assert not non_builtin_ops(op_names(read_model_bytes(str(lite))))
+    edge = EdgeSeparator(str(lite)).separate_chunk(waveform)
+    for name in ("vocals", "accompaniment"):
+        np.testing.assert_allclose(edge[name], local[name], atol=1e-4)
     server = Server(base, tmp_path / "server.log", ("--max_message_mb", 64))      # the server's default
     try:
         server.wait_until_serving()
