@@ -22,6 +22,7 @@ from svsgan_tf.separation.chunking import DEFAULT_CROSSFADE_SECONDS, ChunkLayout
 from svsgan_tf.config import TARGETS
 from svsgan_tf.errors import AudioError, ServingError
 from svsgan_tf.export.savedmodel import INFO_SIGNATURE, WAVEFORM_SIGNATURE
+from svsgan_tf.separation.stream import WholeSeparation
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def _details(err) -> str:
     return text.splitlines()[0] if text else err.code().name
 
 
-class SeparationClient:
+class SeparationClient(WholeSeparation):
     """Separate audio with a model served over TF Serving's gRPC PredictionService.
 
     Args:
@@ -227,20 +228,6 @@ class SeparationClient:
         """
         stems = self.separate(np.asarray(waveform, np.float32).T, self.sample_rate, source)
         return {name: np.ascontiguousarray(stem.T) for name, stem in stems.items()}
-
-    def separate(self, waveform: np.ndarray, sample_rate: int | None = None,
-                 source: str = "<array>") -> dict[str, np.ndarray]:
-        """Like `Separator.separate`: any length, channel count and sample rate.
-
-        Args:
-            waveform: (nb_samples, nb_channels) or (nb_samples,) float audio.
-            sample_rate: its rate; resampled to the model's and back when different.
-        Returns:
-            {"vocals", "accompaniment"}: arrays shaped like `waveform`, at its sample rate.
-        """
-        from svsgan_tf.separation.stream import separate_whole
-
-        return separate_whole(self, waveform, sample_rate, source)
 
 
 def build_parser() -> argparse.ArgumentParser:

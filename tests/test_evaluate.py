@@ -58,13 +58,18 @@ def test_oracle_beats_mixture_on_a_real_clip():
     assert oracle["accompaniment"]["SDR"] > mixture["accompaniment"]["SDR"]
 
 
-def test_evaluate_cli_writes_summary_tables_and_figures(tiny_model_dir, tmp_path):
-    data = tmp_path / "data"
-    for seed in (4, 5):
+def write_song_folders(data, seeds=(4, 5)):
+    """Synthetic 2 s songs at 8 kHz as a folder data set: data/song<seed>/{mixture,vocals}.wav."""
+    for seed in seeds:
         t = make_track(seed, duration=2.0, sample_rate=8000)
         (data / f"song{seed}").mkdir(parents=True)
         sf.write(data / f"song{seed}" / "mixture.wav", t.mixture, 8000)
         sf.write(data / f"song{seed}" / "vocals.wav", t.vocals, 8000)
+
+
+def test_evaluate_cli_writes_summary_tables_and_figures(tiny_model_dir, tmp_path):
+    data = tmp_path / "data"
+    write_song_folders(data)
     (data / "broken").mkdir()
     (data / "broken" / "vocals.wav").write_bytes(b"no audio")
     (data / "broken" / "mixture.wav").write_bytes(b"no audio")

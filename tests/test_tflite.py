@@ -281,14 +281,10 @@ def test_the_edge_command_refuses_bad_models_and_rates(models, tmp_path):
 
 
 def test_evaluate_scores_a_tflite_file_like_the_model_it_came_from(tiny_model_dir, tmp_path):
-    from svsgan_tf.data.synthetic import make_track
+    from tests.test_evaluate import write_song_folders
 
     data = tmp_path / "data"
-    for seed in (4, 5):
-        t = make_track(seed, duration=2.0, sample_rate=8000)
-        (data / f"song{seed}").mkdir(parents=True)
-        sf.write(data / f"song{seed}" / "mixture.wav", t.mixture, 8000)
-        sf.write(data / f"song{seed}" / "vocals.wav", t.vocals, 8000)
+    write_song_folders(data)
     path = tmp_path / "tiny.tflite"
     convert_model(tiny_model_dir, str(path))
     summaries = {}

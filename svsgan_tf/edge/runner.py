@@ -18,7 +18,7 @@ from svsgan_tf.edge.model_file import (MAGNITUDE_INPUT, MASK_OUTPUT, SIGNATURE, 
                                        state_name)
 from svsgan_tf.errors import AudioError, ConfigError
 from svsgan_tf.separation.chunking import DEFAULT_CHUNK_SECONDS, ChunkLayout, chunk_context, separation_layout
-from svsgan_tf.separation.stream import separate_whole
+from svsgan_tf.separation.stream import WholeSeparation
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ def latency_samples(config: Config, layout: BlockLayout) -> int:
     return worst
 
 
-class EdgeSeparator:
+class EdgeSeparator(WholeSeparation):
     """Separate vocals and accompaniment with a converted .tflite model (python -m svsgan_tf.tflite).
 
     Args:
@@ -413,18 +413,6 @@ class EdgeSeparator:
         first = engine.push(np.ascontiguousarray(waveform.T))
         rest = engine.finish()
         return {name: np.concatenate([first[name], rest[name]]).T for name in TARGETS}
-
-    def separate(self, waveform: np.ndarray, sample_rate: int | None = None,
-                 source: str = "<array>") -> dict[str, np.ndarray]:
-        """Separate a NumPy waveform of any length, channel count and sample rate, as `Separator.separate`.
-
-        Args:
-            waveform: (nb_samples, nb_channels) or (nb_samples,) float audio.
-            sample_rate: its rate; resampled to the model's and back when different.
-        Returns:
-            {"vocals", "accompaniment"}: arrays shaped like `waveform`, at its sample rate.
-        """
-        return separate_whole(self, waveform, sample_rate, source)
 
 
 class StreamingSeparator:

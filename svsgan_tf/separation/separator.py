@@ -13,14 +13,14 @@ import tensorflow as tf
 
 from svsgan_tf.config import TARGETS, Config
 from svsgan_tf.separation.chunking import DEFAULT_CHUNK_SECONDS, ChunkLayout, chunk_context, separation_layout
-from svsgan_tf.separation.stream import separate_whole
+from svsgan_tf.separation.stream import WholeSeparation
 from svsgan_tf.audio.spectral import griffin_lim, istft, join_channels, split_channels, stft, unit_phase, wiener
 
 logger = logging.getLogger(__name__)
 
 
 
-class Separator(tf.Module):
+class Separator(WholeSeparation, tf.Module):
     """Separate vocals and accompaniment with a mask generator.
 
     Args:
@@ -174,21 +174,6 @@ class Separator(tf.Module):
         phase = unit_phase(spectrogram)
         return {name: griffin_lim(m * magnitude, phase, nb_samples, n_fft, hop, self.griffin_lim_iterations)
                 for name, m in stems.items()}
-
-    def separate(self, waveform: np.ndarray, sample_rate: int | None = None,
-                 source: str = "<array>") -> dict[str, np.ndarray]:
-        """Separate a NumPy waveform of any length, channel count and sample rate.
-
-        Args:
-            waveform: (nb_samples, nb_channels) or (nb_samples,) float audio.
-            sample_rate: its rate; resampled to the model's and back when different.
-            source: name used in error messages.
-        Returns:
-            {"vocals", "accompaniment"}: arrays shaped like `waveform`, at its sample rate.
-
-        Audio longer than a chunk is separated in chunks (see `chunk_seconds`).
-        """
-        return separate_whole(self, waveform, sample_rate, source)
 
 
 def smooth_mask(mask: tf.Tensor, nb_frames: int) -> tf.Tensor:

@@ -98,3 +98,23 @@ def separate_array(separate_fn, waveform: np.ndarray, sample_rate: int | None, m
         stem = np.pad(stem, [(0, nb_samples - stem.shape[0]), (0, 0)])
         stems[name] = stem[:, 0] if mono else stem
     return stems
+
+
+class WholeSeparation:
+    """`separate` for an engine of the `separate_stream` interface (`sample_rate`, `min_samples`,
+    `chunk_layout`, `separate_chunk`): the Separator, the TF Serving client, the edge runner."""
+
+    def separate(self, waveform: np.ndarray, sample_rate: int | None = None,
+                 source: str = "<array>") -> dict[str, np.ndarray]:
+        """Separate a NumPy waveform of any length, channel count and sample rate.
+
+        Args:
+            waveform: (nb_samples, nb_channels) or (nb_samples,) float audio.
+            sample_rate: its rate; resampled to the model's and back when different.
+            source: name used in error messages.
+        Returns:
+            {"vocals", "accompaniment"}: arrays shaped like `waveform`, at its sample rate.
+
+        Audio longer than a chunk is separated in chunks (see the engine's `chunk_layout`).
+        """
+        return separate_whole(self, waveform, sample_rate, source)
