@@ -7,7 +7,7 @@ Each variant is converted with `python -m svsgan_tf.tflite` (kept in --folder an
 of separation per second of audio (EdgeSeparator.separate on the first 30 s song of
 ../shared/data/musdb-30s, best of 3, after a warm-up), in a child process without TensorFlow, which
 also reports its peak RSS. Streaming: StreamingSeparator.latency_samples, and the time per block of
-1024 samples (23 ms of audio). The load average is recorded with every figure: the machine is shared.
+1024 samples (23 ms of audio) over the same 30 s. --skip-sdr keeps the SDR of a row already in --out. The load average is recorded with every figure: the machine is shared.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ result = {"seconds": min(times), "audio_seconds": audio.shape[0] / rate}
 try:
     stream = StreamingSeparator(edge, audio.shape[1])
     blocks = []
-    for begin in range(0, 10 * rate, 1024):
+    for begin in range(0, audio.shape[0], 1024):
         start = time.perf_counter(); stream.process(audio[begin:begin + 1024]); blocks.append(time.perf_counter() - start)
     result.update(latency_ms=1000 * stream.latency_samples / rate, block_ms_mean=1000 * float(np.mean(blocks)),
                   block_ms_max=1000 * float(np.max(blocks)), block_audio_ms=1000 * 1024 / rate)
@@ -96,12 +96,19 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "bench_tflite.json"))
     parser.add_argument("--folder", default=os.path.join(ROOT, "runs", "tflite_bench"))
     parser.add_argument("--skip-sdr", action="store_true")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=MODEL",
+                        help="bench this model too (a folder or a shipped name)")
     args = parser.parse_args()
+    models = {**MODELS, **dict(item.split("=", 1) for item in args.model)}
+    previous = {}
+    if os.path.isfile(args.out):
+        with open(args.out) as handle:
+            previous = {(r["model"], r["quantize"]): r for r in json.load(handle)["rows"]}
     os.makedirs(args.folder, exist_ok=True)
     songs = os.path.join(SHARED, "musdb-30s")
     song = os.path.join(songs, sorted(os.listdir(songs))[0], "mix.mp3")
     rows = []
-    for name, model in MODELS.items():
+    for name, model in models.items():
         for quantize in VARIANTS:
             path = os.path.join(args.folder, f"{name}_{quantize}.tflite")
             row = {"model": name, "quantize": quantize, "convert_seconds": round(convert(model, quantize, path), 1),
@@ -111,9 +118,13 @@ def main() -> None:
                 row[f"threads_{threads}"] = {**measured, "real_time_factor": measured["seconds"] / measured["audio_seconds"],
                                              "x_real_time": measured["audio_seconds"] / measured["seconds"],
                                              "load_average": load()}
+            old = previous.get((name, quantize), {})
             if not args.skip_sdr:
                 row["median_vocals_sdr_musdb18_7s_test"] = median_sdr(path)
                 row["sdr_load_average"] = load()
+            elif "median_vocals_sdr_musdb18_7s_test" in old:
+                row.update({key: old[key] for key in ("median_vocals_sdr_musdb18_7s_test", "sdr_load_average")},
+                           sdr_measured_by_an_earlier_run=True)
             rows.append(row)
             print(json.dumps(row), flush=True)
             with open(args.out, "w") as handle:               # written after each row: a kill keeps the rest

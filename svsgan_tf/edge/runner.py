@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 # frames per network call for a frame-wise model (any number works): whole files, and live streams
 WHOLE_FILE_BLOCK_FRAMES = 64
 STREAM_BLOCK_FRAMES = 1
+BATCH_FRAMES = 256                # frames transformed and added at a time: bounds the runner's memory
 
 
 def hann_window(n_fft: int) -> np.ndarray:
@@ -60,9 +61,19 @@ def stft_magnitude(waveform: np.ndarray, n_fft: int, hop_length: int) -> np.ndar
 def windowed_rfft(samples: np.ndarray, starts: np.ndarray, n_fft: int) -> np.ndarray:
     """The Hann-windowed rfft of the frames of (nb_samples, nb_channels) `samples` that start at
     `starts`: (nb_frames, nb_channels, nb_bins) complex64."""
-    frames = samples[starts[:, None] + np.arange(n_fft)[None, :]]       # (nb_frames, n_fft, nb_channels)
-    spectra = np.fft.rfft(frames * hann_window(n_fft)[None, :, None], axis=1)
-    return spectra.transpose(0, 2, 1).astype(np.complex64)
+    # (nb_samples - n_fft + 1, nb_channels, n_fft) windows of the samples, a view -> the frames at `starts`
+    frames = np.lib.stride_tricks.sliding_window_view(samples, n_fft, axis=0)[starts]
+    spectra = _fft().rfft(frames * hann_window(n_fft), axis=-1)          # (nb_frames, nb_channels, nb_bins)
+    return spectra.astype(np.complex64, copy=False)
+
+
+def _fft():
+    """scipy.fft where installed (single precision for float32 input: twice as fast), else numpy.fft."""
+    try:
+        import scipy.fft
+        return scipy.fft
+    except ImportError:
+        return np.fft
 
 
 @dataclass(frozen=True)
@@ -199,10 +210,17 @@ class FrameEngine:
         return self._advance()
 
     def _advance(self) -> dict[str, np.ndarray]:
-        self._transform()
-        self._run_network()
-        self._overlap_add()
-        return self._emit()
+        """Transform, mask and add frames a batch at a time (memory bounded by the batch, not the input)."""
+        blocks = []
+        while True:
+            before = (self.next_frame, self.next_added)
+            self._transform()
+            self._run_network()
+            self._overlap_add()
+            blocks.append(self._emit())
+            if (self.next_frame, self.next_added) == before:
+                break
+        return {name: np.concatenate([b[name] for b in blocks]) for name in TARGETS}
 
     def _transform(self) -> None:
         """STFT of every frame whose samples have all arrived."""
@@ -212,6 +230,7 @@ class FrameEngine:
             last = min(last, self.nb_frames - 1)
         if last < self.next_frame:
             return
+        last = min(last, self.next_frame + BATCH_FRAMES - 1)
         offset = self.next_frame * self.hop - self.buffer_start
         count = last - self.next_frame + 1
         spectra = windowed_rfft(self.buffer, offset + self.hop * np.arange(count), self.n_fft)
@@ -276,7 +295,7 @@ class FrameEngine:
         """Add each frame whose smoothed mask is known to the stems' overlap-add."""
         ready = []
         frame = self.next_added
-        while self.nb_frames is None or frame < self.nb_frames:
+        while (self.nb_frames is None or frame < self.nb_frames) and len(ready) < BATCH_FRAMES:
             reach = frame + self.smoothing_half
             if self.nb_frames is not None:
                 reach = min(reach, self.nb_frames - 1)
@@ -290,15 +309,23 @@ class FrameEngine:
         spectra = np.stack([self.spectra[f] for f in ready])            # (count, nb_channels, nb_bins)
         vocals = masks * spectra
         stems = np.stack([vocals, spectra - vocals])                    # (2, count, nb_channels, nb_bins)
-        frames = np.fft.irfft(stems, n=self.n_fft, axis=-1).astype(np.float32) * self.inverse
+        frames = _fft().irfft(stems, n=self.n_fft, axis=-1).astype(np.float32, copy=False) * self.inverse
+        frames = frames.transpose(0, 1, 3, 2)                           # (2, count, n_fft, nb_channels)
         end = ready[-1] * self.hop + self.n_fft - self.output_start
         if end > self.output.shape[1]:
             grow = np.zeros((2, end - self.output.shape[1], self.nb_channels), np.float32)
             self.output = np.concatenate([self.output, grow], axis=1)
-        for i, f in enumerate(ready):
-            start = f * self.hop - self.output_start
-            # (2, nb_channels, n_fft) -> (2, n_fft, nb_channels)
-            self.output[:, start:start + self.n_fft] += frames[:, i].transpose(0, 2, 1)
+        start = ready[0] * self.hop - self.output_start
+        count = len(ready)
+        if self.n_fft % self.hop == 0:
+            # frame i's piece j (of n_fft / hop) lands on hop block i + j: one vectorised add per piece
+            pieces = frames.reshape(2, count, self.n_fft // self.hop, self.hop, self.nb_channels)
+            for j in range(self.n_fft // self.hop):
+                target = self.output[:, start + j * self.hop:start + (j + count) * self.hop]
+                target += pieces[:, :, j].reshape(2, count * self.hop, self.nb_channels)
+        else:
+            for i in range(count):
+                self.output[:, start + i * self.hop:start + i * self.hop + self.n_fft] += frames[:, i]
         self.next_added = ready[-1] + 1
         for f in [f for f in self.masks if f < self.next_added - self.smoothing_half]:
             del self.masks[f]
