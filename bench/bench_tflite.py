@@ -1,13 +1,13 @@
 """TFLite variants of the shipped model and of the smallest good model: size, speed with 1 and 2 threads,
 streaming latency, peak memory of the edge runner, and the median vocals SDR on the 50 MUSDB18-7s test clips.
 
-    python bench/bench_tflite.py --out bench/bench_tflite.json [--folder runs/tfl] [--skip-sdr]
+    python bench/bench_tflite.py [--out bench/bench_tflite.json] [--folder DIR] [--model NAME=MODEL] [--reuse-sdr]
 
 Each variant is converted with `python -m svsgan_tf.tflite` (kept in --folder and reused). Speed: seconds
 of separation per second of audio (EdgeSeparator.separate on the first 30 s song of
 ../shared/data/musdb-30s, best of 3, after a warm-up), in a child process without TensorFlow, which
 also reports its peak RSS. Streaming: StreamingSeparator.latency_samples, and the time per block of
-1024 samples (23 ms of audio) over the same 30 s. --skip-sdr keeps the SDR of a row already in --out. The load average is recorded with every figure: the machine is shared.
+1024 samples (23 ms of audio) over the same 30 s. --reuse-sdr keeps the SDR of a row already in --out. The load average is recorded with every figure: the machine is shared.
 """
 from __future__ import annotations
 
@@ -95,7 +95,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "bench_tflite.json"))
     parser.add_argument("--folder", default=os.path.join(ROOT, "runs", "tflite_bench"))
-    parser.add_argument("--skip-sdr", action="store_true")
+    parser.add_argument("--reuse-sdr", action="store_true",
+                        help="keep the SDR of rows already in --out (measure only the new ones)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=MODEL",
                         help="bench this model too (a folder or a shipped name)")
     args = parser.parse_args()
@@ -119,10 +120,10 @@ def main() -> None:
                                              "x_real_time": measured["audio_seconds"] / measured["seconds"],
                                              "load_average": load()}
             old = previous.get((name, quantize), {})
-            if not args.skip_sdr:
+            if not (args.reuse_sdr and "median_vocals_sdr_musdb18_7s_test" in old):
                 row["median_vocals_sdr_musdb18_7s_test"] = median_sdr(path)
                 row["sdr_load_average"] = load()
-            elif "median_vocals_sdr_musdb18_7s_test" in old:
+            else:
                 row.update({key: old[key] for key in ("median_vocals_sdr_musdb18_7s_test", "sdr_load_average")},
                            sdr_measured_by_an_earlier_run=True)
             rows.append(row)
