@@ -101,10 +101,11 @@ def main() -> None:
                         help="bench this model too (a folder or a shipped name)")
     args = parser.parse_args()
     models = {**MODELS, **dict(item.split("=", 1) for item in args.model)}
-    previous = {}
+    previous, document = {}, {}
     if os.path.isfile(args.out):
         with open(args.out) as handle:
-            previous = {(r["model"], r["quantize"]): r for r in json.load(handle)["rows"]}
+            document = json.load(handle)           # other keys (the Keras models' SDR) are kept
+        previous = {(r["model"], r["quantize"]): r for r in document["rows"]}
     os.makedirs(args.folder, exist_ok=True)
     songs = os.path.join(SHARED, "musdb-30s")
     song = os.path.join(songs, sorted(os.listdir(songs))[0], "mix.mp3")
@@ -129,8 +130,8 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
             with open(args.out, "w") as handle:               # written after each row: a kill keeps the rest
-                json.dump({"song": os.path.relpath(song, ROOT), "cpu_count": os.cpu_count(), "rows": rows},
-                          handle, indent=2)
+                json.dump({**document, "song": os.path.relpath(song, ROOT), "cpu_count": os.cpu_count(),
+                           "rows": rows}, handle, indent=2)
 
 
 if __name__ == "__main__":
