@@ -106,6 +106,8 @@ def main() -> None:
         with open(args.out) as handle:
             document = json.load(handle)           # other keys (the Keras models' SDR) are kept
         previous = {(r["model"], r["quantize"]): r for r in document["rows"]}
+    from svsgan_tf.io_utils import atomic_write_text
+
     os.makedirs(args.folder, exist_ok=True)
     songs = os.path.join(SHARED, "musdb-30s")
     song = os.path.join(songs, sorted(os.listdir(songs))[0], "mix.mp3")
@@ -129,9 +131,11 @@ def main() -> None:
                            sdr_measured_by_an_earlier_run=True)
             rows.append(row)
             print(json.dumps(row), flush=True)
-            with open(args.out, "w") as handle:               # written after each row: a kill keeps the rest
-                json.dump({**document, "song": os.path.relpath(song, ROOT), "cpu_count": os.cpu_count(),
-                           "rows": rows}, handle, indent=2)
+            # written after each row, atomically: a kill keeps what was measured; rows of models not
+            # benched this time are kept
+            kept = [r for key, r in previous.items() if key[0] not in models]
+            atomic_write_text(args.out, json.dumps({**document, "song": os.path.relpath(song, ROOT),
+                                                    "cpu_count": os.cpu_count(), "rows": kept + rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -113,9 +113,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 def load_model_config(model: str):
     """The Config of a model folder, shipped model name or .tflite file."""
     if is_tflite_path(model):
-        from svsgan_tf.edge.runner import EdgeSeparator
+        from svsgan_tf.edge.runner import file_config
 
-        return EdgeSeparator(model).config
+        return file_config(model)
     from svsgan_tf.models.model_io import load_config
 
     return load_config(model)

@@ -12,7 +12,8 @@ from svsgan_tf.errors import ConfigError
 from svsgan_tf.export.savedmodel import SIGNATURES, export_model, next_version
 from svsgan_tf.models.model_io import DEFAULT_MODEL, default_model_path, pretrained_names
 from svsgan_tf.separation.separator import Separator
-from svsgan_tf.audio.spectral import nb_frames_for, stft
+from svsgan_tf.audio.framing import nb_frames_for
+from svsgan_tf.audio.spectral import stft
 from svsgan_tf.data.synthetic import make_track
 from tests.conftest import ROOT
 

@@ -101,6 +101,21 @@ def test_edge_stems_equal_the_separators_for_any_rate_and_channel_count(models, 
             np.testing.assert_allclose(got[name], want[name], atol=1e-3)
 
 
+def test_small_batches_give_the_same_stems(models, real_song, monkeypatch):
+    """Frames transformed 2 at a time: the calls at the end of a stream wait for every frame that holds
+    audio (a call past the end once saw untransformed frames as silence)."""
+    from svsgan_tf.edge import runner
+
+    model_dir, path = models["unet_segments"]
+    stems, rate = real_song
+    clip = stems["mixture"][:rate]
+    want = Separator.from_directory(model_dir).separate(clip, rate)
+    monkeypatch.setattr(runner, "BATCH_FRAMES", 2)
+    got = EdgeSeparator(path).separate(clip, rate)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], atol=1e-3)
+
+
 @pytest.mark.parametrize("kind", STREAMING)
 def test_streaming_blocks_of_random_sizes_equal_the_whole_file_after_the_latency(models, real_song, kind):
     edge = EdgeSeparator(models[kind][1])
@@ -267,14 +282,19 @@ def test_the_edge_command_refuses_bad_models_and_rates(models, tmp_path):
     module = tf.Module()
     module.f = tf.function(lambda x: {"y": 2.0 * x}, input_signature=[tf.TensorSpec([2], tf.float32)])
     plain.write_bytes(convert_function(module.f.get_concrete_function(), module)[0])
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(open(models["encoder"][1], "rb").read()[:1000])
     for model, problem in ((text, "not a TFLite model"), (plain, "not one of svsgan_tf's"),
-                           (tmp_path / "missing.tflite", "no such .tflite file")):
+                           (tmp_path / "missing.tflite", "no such .tflite file"),
+                           (truncated, "damaged TFLite model")):
         result = run("svsgan_tf.edge", "--model", model, song, "--out", tmp_path / "out", "--quiet")
         assert_one_line_error(result, problem)
     result = run("svsgan_tf.edge", "--model", models["encoder"][1], song, "--out", tmp_path / "out",
                  "--stream", "--quiet")
     assert result.returncode == 1 and "16000 Hz; --stream takes audio at the model's rate, 8000 Hz" in result.stderr
     assert not (tmp_path / "out" / "song").exists()
+    result = run("svsgan_tf.edge", "--model", models["unet"][1], song, "--out", tmp_path / "out", "--stream")
+    assert_one_line_error(result, "cannot stream")
     result = run("svsgan_tf.edge", "--model", models["encoder"][1], song, "--out", tmp_path / "out", "--quiet")
     assert result.returncode == 0, result.stderr                          # resampled without --stream
     assert sf.info(tmp_path / "out" / "song" / "vocals.wav").samplerate == 16000

@@ -9,12 +9,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-
-def nb_frames_for(nb_samples, n_fft: int, hop_length: int):
-    """Number of STFT frames for `nb_samples` samples (an int or an int tensor) with the padded framing
-    of `stft`: nb_frames frames cover (nb_frames - 1) * hop + n_fft padded samples."""
-    left = n_fft - hop_length
-    return (nb_samples + 2 * left - n_fft + hop_length - 1) // hop_length + 1
+from svsgan_tf.audio.framing import nb_frames_for, padded_length
 
 
 def stft(waveform: tf.Tensor, n_fft: int, hop_length: int) -> tf.Tensor:
@@ -28,7 +23,7 @@ def stft(waveform: tf.Tensor, n_fft: int, hop_length: int) -> tf.Tensor:
     nb_samples = tf.shape(waveform)[-1]
     left = n_fft - hop_length
     nb_frames = nb_frames_for(nb_samples, n_fft, hop_length)
-    right = (nb_frames - 1) * hop_length + n_fft - nb_samples - left
+    right = padded_length(nb_frames, n_fft, hop_length) - nb_samples - left
     padded = tf.pad(waveform, [[0, 0], [left, right]])
     return tf.signal.stft(padded, frame_length=n_fft, frame_step=hop_length, fft_length=n_fft,
                           window_fn=tf.signal.hann_window, pad_end=False)

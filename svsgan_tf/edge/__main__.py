@@ -3,7 +3,8 @@
 Writes DIR/<name>/{vocals,accompaniment}.wav like `python -m svsgan_tf.separate`, with NumPy and
 ai-edge-litert only (no TensorFlow). `--stream` reads each file block by block, the way a live input
 arrives, through StreamingSeparator (the files must be at the model's sample rate); the stems are the
-same, shifted back by the stream's latency.
+same, aligned with the input (for an LSTM on files longer than a chunk, the stream carries its state
+throughout where the chunked path restarts it with a warm-up).
 """
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     check_output_folder(args.out)
     jobs = plan_jobs(args.inputs)
     separator = EdgeSeparator(args.model, args.threads)
+    if args.stream and separator.block_layout(1).whole:
+        raise cli.SVSGANError(f"--stream: {args.model} (a U-Net without segments) sees a whole recording at "
+                              "once and cannot stream; leave out --stream")
     engine = StreamFiles(separator) if args.stream else separator
     errors = separate_files(engine, jobs, args.out, args.quiet, overwrite=args.overwrite,
                             skip_existing=args.skip_existing)

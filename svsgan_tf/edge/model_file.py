@@ -39,6 +39,8 @@ TFLITE_SUFFIX = ".tflite"
 SIGNATURE = "serving_default"
 MAGNITUDE_INPUT = "magnitude"
 MASK_OUTPUT = "mask"
+METADATA_KEYS = ("config", "window_frames", "step_frames", "first_frame", "valid_offset", "whole_song", "states",
+                 "outputs", "receptive_frames", "frame_multiple")
 
 
 def state_name(index: int) -> str:
@@ -86,6 +88,7 @@ def read_metadata(path: str) -> dict:
     file when it is not one."""
     data = read_model_bytes(path)
     model = _model(data, path)
+    metadata = None
     try:
         for index in range(model.MetadataLength()):
             entry = model.Metadata(index)
@@ -93,13 +96,17 @@ def read_metadata(path: str) -> dict:
                 raw = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
                 metadata = json.loads(raw.decode("utf-8"))
                 break
-        else:
-            raise ConfigError(f"{path}: a TFLite model but not one of svsgan_tf's (no '{METADATA_NAME}' "
-                              "metadata; convert with python -m svsgan_tf.tflite)")
-    except (ValueError, IndexError, AttributeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: damaged svsgan_tf metadata ({err})") from None
-    if metadata.get("format") != FORMAT:
-        raise ConfigError(f"{path}: metadata format {metadata.get('format')!r}, this version reads {FORMAT!r}")
+    except Exception as err:                        # a truncated flatbuffer raises struct.error and more
+        raise ConfigError(f"{path}: damaged TFLite model or metadata ({type(err).__name__})") from None
+    if metadata is None:
+        raise ConfigError(f"{path}: a TFLite model but not one of svsgan_tf's (no '{METADATA_NAME}' "
+                          "metadata; convert with python -m svsgan_tf.tflite)")
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
+        raise ConfigError(f"{path}: metadata format {found!r}, this version reads {FORMAT!r}")
+    missing = [key for key in METADATA_KEYS if key not in metadata]
+    if missing:
+        raise ConfigError(f"{path}: damaged svsgan_tf metadata (no {', '.join(missing)})")
     return metadata
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from svsgan_tf.audio.framing import nb_frames_for, padded_length, power_mask
 from svsgan_tf.config import TARGETS, Config
 from svsgan_tf.edge.model_file import (MAGNITUDE_INPUT, MASK_OUTPUT, SIGNATURE, load_interpreter, read_metadata,
                                        state_name)
@@ -43,18 +44,13 @@ def inverse_window(n_fft: int, hop_length: int) -> np.ndarray:
     return (window / denominator).astype(np.float32)
 
 
-def nb_frames_for(nb_samples: int, n_fft: int, hop_length: int) -> int:
-    """Frames of the padded framing of svsgan_tf.audio.spectral.stft for `nb_samples` samples."""
-    left = n_fft - hop_length
-    return (nb_samples + 2 * left - n_fft + hop_length - 1) // hop_length + 1
-
-
 def stft_magnitude(waveform: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
     """|STFT| with the padded framing of svsgan_tf.audio.spectral.stft: (nb_samples, nb_channels) ->
     (nb_channels, nb_frames, nb_bins) float32."""
     left = n_fft - hop_length
     nb_frames = nb_frames_for(waveform.shape[0], n_fft, hop_length)
-    padded = np.pad(waveform, [(left, (nb_frames - 1) * hop_length + n_fft - waveform.shape[0] - left), (0, 0)])
+    right = padded_length(nb_frames, n_fft, hop_length) - waveform.shape[0] - left
+    padded = np.pad(waveform, [(left, right), (0, 0)])
     return np.abs(windowed_rfft(padded, hop_length * np.arange(nb_frames), n_fft)).transpose(1, 0, 2)
 
 
@@ -109,19 +105,20 @@ class MaskNetwork:
     def __init__(self, path: str, metadata: dict, threads: int | None = None):
         self.path = path
         self.interpreter = load_interpreter(path, threads)
-        runner = self.interpreter.get_signature_runner(SIGNATURE)
-        inputs = runner.get_input_details()
-        # the converter names the outputs output_<i>; the metadata lists their names in that order
-        outputs = {name: runner.get_output_details()[f"output_{i}"] for i, name in enumerate(metadata["outputs"])}
         self.state_shapes = [tuple(shape) for shape in metadata["states"]]
         names = [state_name(i) for i in range(len(self.state_shapes))]
         try:
+            runner = self.interpreter.get_signature_runner(SIGNATURE)
+            inputs = runner.get_input_details()
+            # the converter names the outputs output_<i>; the metadata lists their names in that order
+            outputs = {name: runner.get_output_details()[f"output_{i}"]
+                       for i, name in enumerate(metadata["outputs"])}
             self.magnitude_index = inputs[MAGNITUDE_INPUT]["index"]
             self.mask_index = outputs[MASK_OUTPUT]["index"]
             self.state_inputs = [inputs[name]["index"] for name in names]
             self.state_outputs = [outputs[name]["index"] for name in names]
-        except KeyError as err:
-            raise ConfigError(f"{path}: the network has no {err} tensor in its signature") from None
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"{path}: the network's signature does not match its metadata ({err})") from None
         self.frames = int(inputs[MAGNITUDE_INPUT]["shape"][1])
 
     def initial_states(self) -> list[np.ndarray]:
@@ -203,7 +200,7 @@ class FrameEngine:
     def finish(self) -> dict[str, np.ndarray]:
         """End the stream (silence after it, as the padded framing has); return the remaining samples."""
         self.nb_frames = nb_frames_for(self.received, self.n_fft, self.hop)
-        end = (self.nb_frames - 1) * self.hop + self.n_fft
+        end = padded_length(self.nb_frames, self.n_fft, self.hop)
         missing = end - (self.buffer_start + self.buffer.shape[0])
         if missing > 0:
             self.buffer = np.concatenate([self.buffer, np.zeros((missing, self.nb_channels), np.float32)])
@@ -259,8 +256,10 @@ class FrameEngine:
             first_valid = start + layout.valid
             if self.nb_frames is not None and first_valid >= self.nb_frames:
                 return
+            # the call's last frame that holds audio (frames after the end are silent) must be transformed
             needed = start + layout.window - 1
-            if needed >= self.next_frame and (self.nb_frames is None or needed < self.nb_frames):
+            last = needed if self.nb_frames is None else min(needed, self.nb_frames - 1)
+            if last >= self.next_frame:
                 return
             # (W, nb_channels, nb_bins) -> (nb_channels, W, nb_bins)
             magnitude = np.stack([self._magnitude(f) for f in range(start, start + layout.window)], axis=1)
@@ -286,10 +285,7 @@ class FrameEngine:
         neighbours = [min(max(f, 0), last) if last is not None else max(f, 0)
                       for f in range(frame - self.smoothing_half, frame + self.smoothing_half + 1)]
         mask = np.mean([self.masks[f] for f in neighbours], axis=0) if self.smoothing_half else self.masks[frame]
-        if self.power != 1.0:
-            vocals, accompaniment = mask ** self.power, (1.0 - mask) ** self.power
-            mask = vocals / (vocals + accompaniment)
-        return mask
+        return power_mask(mask, self.power)
 
     def _overlap_add(self) -> None:
         """Add each frame whose smoothed mask is known to the stems' overlap-add."""
@@ -366,6 +362,15 @@ def latency_samples(config: Config, layout: BlockLayout) -> int:
     return worst
 
 
+def file_config(path: str, metadata: dict | None = None) -> Config:
+    """The model's Config that a converted .tflite file carries (validated); ConfigError naming the file."""
+    metadata = metadata or read_metadata(path)
+    try:
+        return Config.from_dict(metadata["config"]).validate()
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
 class EdgeSeparator(WholeSeparation):
     """Separate vocals and accompaniment with a converted .tflite model (python -m svsgan_tf.tflite).
 
@@ -381,10 +386,7 @@ class EdgeSeparator(WholeSeparation):
     def __init__(self, path: str, threads: int | None = None, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS):
         self.path = path
         self.metadata = read_metadata(path)
-        try:
-            self.config = Config.from_dict(self.metadata["config"])
-        except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
+        self.config = file_config(path, self.metadata)
         self.network = MaskNetwork(path, self.metadata, threads)
         self.sample_rate = self.config.stft.sample_rate
         self.chunk_seconds = chunk_seconds
@@ -449,7 +451,9 @@ class StreamingSeparator:
     returns {"vocals", "accompaniment"}, each (n, nb_channels): the stems delayed by `latency_samples`
     (the first latency_samples output samples are silence). `flush()` ends the stream and returns the
     last latency_samples samples. The output, shifted back by latency_samples, equals EdgeSeparator's
-    one-shot separation of the whole stream. The state (overlap-add, frames awaiting their network call,
+    separation of the whole stream when that is one chunk (for longer audio, EdgeSeparator restarts an
+    LSTM at each chunk with a warm-up, as the Separator does; the stream never restarts it).
+    It shares the EdgeSeparator's interpreter (when given one): use one of them at a time, from one thread. The state (overlap-add, frames awaiting their network call,
     an LSTM's h and c) is carried from block to block.
 
     Args:

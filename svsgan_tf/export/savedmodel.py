@@ -90,7 +90,7 @@ def build_serving_module(separator):
     """
     import tensorflow as tf
 
-    from svsgan_tf.audio.spectral import nb_frames_for
+    from svsgan_tf.audio.framing import nb_frames_for
 
     config = separator.config
     n_fft, hop, rate = config.stft.n_fft, config.separation_stft.hop_length, config.stft.sample_rate

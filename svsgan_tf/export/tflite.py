@@ -6,8 +6,10 @@ computes it (joint stereo, channel swap averaging, ensembles); the STFT, the inv
 smoothing and power stay on the host in NumPy (svsgan_tf/edge/runner.py): TFLite has no builtin
 inverse FFT, and a complex magnitude does not quantize to int8 (tensorflow#55349).
 
-The route is the one that works with TF 2.16 and Keras 3 (tensorflow#63987, #69237): a fixed-shape
-tf.function saved as a SavedModel, then `TFLiteConverter.from_saved_model` with TFLITE_BUILTINS only.
+The route is one that works with TF 2.16 and Keras 3: `from_keras_model` fails on subclassed Keras 3
+models (tensorflow#63987, #69237) and `from_saved_model` on their variables ("missing attribute 'value'",
+tensorflow#65012), so a fixed-shape tf.function is frozen (`convert_variables_to_constants_v2`) and
+converted with `TFLiteConverter.from_concrete_functions`, TFLITE_BUILTINS only.
 Per generator, the frames of one call (see edge/model_file.py for the layout fields):
 
 - encoder: frame-wise, any number of frames per call (the runner chooses: 64 for files, 1 live);
@@ -300,8 +302,8 @@ def convert_model(model: str, out: str, quantize: str = "none", calibration: lis
     atomically with its metadata; return the metadata.
 
     Raises:
-        ConfigError: `out` exists (without `overwrite`) or is one of the model's own files, the model
-            cannot be loaded or converted, a calibration file cannot be read.
+        ConfigError: `out` exists (without `overwrite`) or does not end in .tflite, the model cannot be
+            loaded or converted, a calibration file cannot be read.
     """
     from svsgan_tf.config import git_commit
     from svsgan_tf.io_utils import atomic_path

@@ -9,7 +9,7 @@ an equal-power one would raise them by up to 3 dB. Chunk starts are multiples of
 times whatever frame multiple the model needs), so a chunk's frames are the frames of the whole file.
 
 Models with an unbounded context (an LSTM) get a warm-up `margin` instead: their state at the crossfade
-is then close to, not equal to, the state of one-shot separation (see Separator.chunk_context).
+is then close to, not equal to, the state of one-shot separation (see chunk_context).
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ class ChunkLayout:
 
 def separation_layout(margin: int, align: int, sample_rate: int,
                       chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS) -> ChunkLayout:
-    """The layout of a separator with this context (Separator.chunk_context), at its `sample_rate`:
+    """The layout of a separator with this context (chunk_context), at its `sample_rate`:
     chunks of `chunk_seconds` (at least three overlaps long, so that at most a third of the work is
     redone; None: one chunk, whatever the length), crossfades of DEFAULT_CROSSFADE_SECONDS, both on
     the `align` grid."""

@@ -193,7 +193,9 @@ def separate_files(separator, jobs: list[Job], out_dir: str, quiet: bool = False
                    fatal: tuple[type, ...] = (), overwrite: bool = False, skip_existing: bool = False) -> list[str]:
     """Separate each job into out_dir/<name>/{vocals,accompaniment}.wav; return the error lines.
 
-    `separator` is anything `separate_stream` takes (a Separator, a TF Serving client). A bad file or an
+    `separator` is anything `separate_stream` takes (a Separator, a TF Serving client, the edge runner), or
+    anything with a `stream(read, nb_samples, nb_channels, sample_rate, source)` method yielding the stems
+    block by block (the edge runner's --stream). A bad file or an
     output that cannot be written is reported on one line and the next file is tried; errors of the
     `fatal` types (a server that cannot be reached) and a full or read-only disk stop the batch.
     Temporary files that a killed run left in out_dir are removed first.

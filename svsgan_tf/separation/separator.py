@@ -11,6 +11,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from svsgan_tf.audio.framing import power_mask
 from svsgan_tf.config import TARGETS, Config
 from svsgan_tf.separation.chunking import DEFAULT_CHUNK_SECONDS, ChunkLayout, chunk_context, separation_layout
 from svsgan_tf.separation.stream import WholeSeparation
@@ -192,12 +193,3 @@ def smooth_mask(mask: tf.Tensor, nb_frames: int) -> tf.Tensor:
     padded = tf.concat([tf.repeat(mask[:, :1], half, axis=1), mask, tf.repeat(mask[:, -1:], half, axis=1)], 1)
     length = tf.shape(mask)[1]
     return tf.add_n([padded[:, i:i + length] for i in range(nb_frames)]) / float(nb_frames)
-
-
-def power_mask(mask: tf.Tensor, power: float) -> tf.Tensor:
-    """m^power / (m^power + (1 - m)^power), the vocals share of the estimates m|X| and (1 - m)|X|
-    raised to `power`; 1 returns `mask` unchanged. Any shape; values in [0, 1]."""
-    if power == 1.0:
-        return mask
-    vocals, accompaniment = tf.pow(mask, power), tf.pow(1.0 - mask, power)
-    return vocals / (vocals + accompaniment)       # the sum is >= 2 * 0.5^power > 0
