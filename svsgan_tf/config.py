@@ -26,6 +26,9 @@ TARGETS = ("vocals", "accompaniment")                  # the stems every separat
 TRAINING_TARGETS = ("magnitude", "phase_sensitive")   # what G estimates (data.target)
 
 
+# G's and D's optimizer (train.optimizer); sgd_momentum is SGD with momentum 0.9
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "sgd_momentum")
+
 @dataclass
 class STFTConfig:
     """Short-time Fourier transform used by every model: periodic Hann window, 50% overlap."""
@@ -261,8 +264,8 @@ class TrainConfig:
                "unknown schedule, expected constant or cosine")
         _check(0 < self.final_lr_fraction <= 1, "train.final_lr_fraction", self.final_lr_fraction,
                "must be in (0, 1]")
-        _check(self.optimizer in ("adam", "rmsprop", "sgd"), "train.optimizer", self.optimizer,
-               "unknown optimizer, expected adam, rmsprop or sgd")
+        _check(self.optimizer in OPTIMIZERS, "train.optimizer", self.optimizer,
+               f"unknown optimizer, expected one of {', '.join(OPTIMIZERS)}")
         _check(self.loss in LOSSES, "train.loss", self.loss,
                f"unknown supervised loss, expected one of {', '.join(LOSSES)} (kl is the paper's"
                + (f"; snr was retired, see docs/experiments.md and git tag {RETIRED_TAG})" if self.loss == "snr"

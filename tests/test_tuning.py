@@ -8,29 +8,38 @@ import keras_tuner as kt
 from tests.conftest import ROOT, TINY, tiny_config
 
 
-def test_hypermodel_fills_the_config_from_hyperparameters():
+def test_the_defaults_of_the_space_are_the_configs_and_fixed_values_reach_the_model():
     from svsgan_tf.data.synthetic import make_tracks
     from tuning.hypermodel import SVSGANHyperModel
 
-    config = tiny_config()
+    config = tiny_config(**{"train.batch_size": 12, "train.g_learning_rate": 2e-4, "train.adversarial_weight": 0.3})
     tracks = make_tracks(2, duration=1.0, sample_rate=8000)
     hypermodel = SVSGANHyperModel(config, tracks[1:], tracks[:1], strategy="one")
+    defaults = kt.HyperParameters()
+    hypermodel.declare(defaults)
+    assert hypermodel.trial_config(defaults).to_dict() == config.to_dict()     # 12 and 0.3 are added choices
+    assert 4 in defaults._hps["batch_size"][0].values and 0.0 in defaults._hps["adversarial_weight"][0].values
     hp = kt.HyperParameters()
     hp.Fixed("batch_size", 8)
     hp.Fixed("optimizer", "rmsprop")
     hp.Fixed("g_learning_rate", 5e-4)
+    hp.Fixed("width", 2.0)
     trial = hypermodel.trial_config(hp)
     assert (trial.train.batch_size, trial.train.optimizer, trial.train.g_learning_rate) == (8, "rmsprop", 5e-4)
+    assert trial.model.encoder_units == tuple(2 * u for u in config.model.encoder_units)
     model = hypermodel.build(hp)
     assert type(model.g_optimizer).__name__ == "RMSprop"
+    assert model.generator.encoder[0].units == 2 * config.model.encoder_units[0]
     history = hypermodel.fit(hp, model, verbose=0)
     assert {"val_kl", "val_sdr", "d_loss"} <= set(history.history)
 
 
 def test_search_cli_writes_the_best_config(tmp_path):
     flags = [item for key, value in TINY.items() for item in ("--set", f"{key}={json.dumps(value)}")]
+    space = tmp_path / "space.json"                  # the tiny set holds 24 excerpts: batches of 4 or 8
+    space.write_text(json.dumps({"batch_size": [4, 8], "optimizer": ["adam", "sgd_momentum"]}))
     result = subprocess.run([sys.executable, "-m", "tuning.search", "--trials", "2", "--strategy", "one",
-                             "--out", str(tmp_path / "search"), "--quiet", *flags],
+                             "--space", str(space), "--out", str(tmp_path / "search"), "--quiet", *flags],
                             capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr
     best = json.loads((tmp_path / "search" / "best_config.json").read_text())
@@ -38,6 +47,9 @@ def test_search_cli_writes_the_best_config(tmp_path):
     assert len(trials) == 2 and trials[0]["val_sdr"] >= trials[1]["val_sdr"]
     assert best["train"]["batch_size"] == trials[0]["batch_size"]
     assert best["train"]["optimizer"] == trials[0]["optimizer"]
+    table = (tmp_path / "search" / "trials.md").read_text().splitlines()
+    assert table[0].startswith("| trial | val_sdr |") and len(table) == 4
+    assert (tmp_path / "search" / "trials.csv").read_text().startswith("trial,val_sdr,")
 
 
 def test_search_refuses_validation_songs_without_audible_vocals(tmp_path):
@@ -62,3 +74,33 @@ def test_search_refuses_validation_songs_without_audible_vocals(tmp_path):
                             capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert_one_line_error(result, "song3", "silent", "val_sdr")
     assert not (tmp_path / "search" / "best_config.json").exists()
+
+
+def test_a_space_file_narrows_or_fixes_and_bad_ones_are_one_line(tmp_path):
+    from svsgan_tf.errors import ConfigError
+    from tuning.space import load_space
+    from tests.test_cli import assert_one_line_error
+
+    good = tmp_path / "space.json"
+    good.write_text(json.dumps({"batch_size": [4, 16], "g_learning_rate": {"min": 1e-4, "max": 1e-3},
+                                "optimizer": "adamw"}))
+    space = load_space(str(good))
+    assert space["batch_size"].values == (4, 16) and space["optimizer"].values == ("adamw",)
+    assert (space["g_learning_rate"].low, space["g_learning_rate"].high) == (1e-4, 1e-3)
+    for name, spec, problem in (("unknown", {"momentum": [0.9]}, "unknown hyperparameter 'momentum'"),
+                                ("empty", {"batch_size": []}, "empty list"),
+                                ("range", {"g_learning_rate": {"min": 1e-2, "max": 1e-3}}, "empty range"),
+                                ("notjson", None, "not JSON")):
+        path = tmp_path / f"{name}.json"
+        path.write_text("{" if spec is None else json.dumps(spec))
+        try:
+            load_space(str(path))
+        except ConfigError as err:
+            assert problem in str(err) and str(path) in str(err)
+        else:
+            raise AssertionError(name)
+    result = subprocess.run([sys.executable, "-m", "tuning.search", "--space", str(tmp_path / "empty.json"),
+                             "--out", str(tmp_path / "search")], capture_output=True, text=True, cwd=ROOT,
+                            timeout=300)
+    assert_one_line_error(result, "empty list")
+    assert not (tmp_path / "search").exists()

@@ -6,41 +6,64 @@ import logging
 import keras_tuner as kt
 
 from svsgan_tf.config import Config
+from svsgan_tf.errors import ConfigError
+from tuning.space import SPACE, trial_overrides
 
 logger = logging.getLogger(__name__)
 
-BATCH_SIZES = (8, 16, 32)
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
-
 
 class SVSGANHyperModel(kt.HyperModel):
-    """Builds and trains an SVSGAN whose Config the hyperparameters fill in.
+    """Builds and trains an SVSGAN whose Config the hyperparameters fill in (keras-tuner's HyperResNet
+    style: the fixed settings are checked here, the search space is declared in `build(hp)`).
 
     Args:
-        config: every fixed setting (STFT, model, data, epochs per phase); the searched ones override it.
+        config: every fixed setting (STFT, model, data, epochs per phase); the searched ones override it,
+            and each hyperparameter's default is its value here.
         tracks, validation_tracks: training and validation songs (the objective is `val_sdr`, the
             validation songs' median vocals SDR after each epoch; `val_kl` is logged too).
         strategy: a tf.distribute strategy or its name (see svsgan_tf.training.distribute.make_strategy).
-        batch_sizes, optimizers: the choices offered to the search.
+        space: {name: tuning.space.Hyperparameter}, default tuning.space.SPACE (see `--space`).
     """
 
-    def __init__(self, config: Config, tracks, validation_tracks, strategy=None,
-                 batch_sizes=BATCH_SIZES, optimizers=OPTIMIZERS, name: str = "svsgan", tunable: bool = True):
+    def __init__(self, config: Config, tracks, validation_tracks, strategy=None, space: dict | None = None,
+                 name: str = "svsgan", tunable: bool = True):
         super().__init__(name=name, tunable=tunable)
-        self.config = config
+        self.config = config.validate()
+        if not validation_tracks:
+            raise ConfigError("tuning: needs validation tracks (set data.validation_tracks > 0): the "
+                              "objective is their val_sdr")
         self.tracks = tracks
         self.validation_tracks = validation_tracks
         self.strategy = strategy
-        self.batch_sizes = tuple(batch_sizes)
-        self.optimizers = tuple(optimizers)
+        self.space = dict(SPACE if space is None else space)
+
+    def declare(self, hp) -> dict:
+        """Declare the search space on `hp` and return the trial's values {name: value}; each
+        default is the fixed config's value (a choice list or range is widened to hold it)."""
+        values = {}
+        for name, spec in self.space.items():
+            default = spec.default(self.config)
+            if spec.kind == "choice":
+                choices = list(spec.values)
+                if len(choices) == 1:
+                    values[name] = hp.Fixed(name, choices[0])
+                    continue
+                choices += [] if default in choices else [default]
+                values[name] = hp.Choice(name, choices, default=default)
+            elif spec.kind == "int":
+                high = 2 * default if spec.high is None else int(spec.high)
+                low, high = min(int(spec.low), default), max(high, default)
+                values[name] = (hp.Fixed(name, low) if low == high
+                                else hp.Int(name, low, high, default=default))
+            else:
+                low, high = min(spec.low, default), max(spec.high, default)
+                values[name] = (hp.Fixed(name, low) if low == high
+                                else hp.Float(name, low, high, sampling="log", default=default))
+        return values
 
     def trial_config(self, hp) -> Config:
         """The Config of one trial: the fixed settings with the trial's hyperparameters."""
-        return self.config.replace(**{
-            "train.batch_size": hp.Choice("batch_size", list(self.batch_sizes)),
-            "train.optimizer": hp.Choice("optimizer", list(self.optimizers)),
-            "train.g_learning_rate": hp.Float("g_learning_rate", 1e-4, 3e-3, sampling="log"),
-        }).validate()
+        return self.config.replace(**trial_overrides(self.declare(hp), self.config)).validate()
 
     def build(self, hp):
         """An SVSGAN compiled with the trial's optimizer, inside the strategy scope."""

@@ -12,7 +12,12 @@ TUNERS = ("random", "bayesian", "hyperband")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tuning.search", description=__doc__.split(":", 1)[1].strip())
-    parser.add_argument("--config", default=None, help="a config.json with the fixed settings")
+    parser.add_argument("--config", default=None, metavar="NAME|FILE",
+                        help="the fixed settings: a named recipe or a config.json (default: the package defaults)")
+    parser.add_argument("--data", default=None, metavar="[FORMAT:]PATH",
+                        help="training songs (data.source); the last data.validation_tracks are held out")
+    parser.add_argument("--space", default=None, metavar="FILE.json",
+                        help="narrow or fix hyperparameters (see tuning/space.py); default: the whole space")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a fixed setting (repeatable)")
     parser.add_argument("--tuner", choices=TUNERS, default="random")
@@ -34,15 +39,43 @@ def make_tuner(name: str, hypermodel, trials: int, out: str, seed: int):
         return kt.RandomSearch(hypermodel, max_trials=trials, **common)
     if name == "bayesian":
         return kt.BayesianOptimization(hypermodel, max_trials=trials, **common)
-    return kt.Hyperband(hypermodel, max_epochs=hypermodel.config.train.epochs, **common)
+    train = hypermodel.config.train
+    return kt.Hyperband(hypermodel, max_epochs=max(1, train.pretrain_epochs + train.gan_epochs), **common)
+
+
+def trial_tables(rows: list[dict]) -> tuple[str, str]:
+    """(CSV, Markdown) tables of the trials, best first: trial, val_sdr (the objective: the median
+    vocals SDR of the held-out songs, not a training loss) and each hyperparameter."""
+    import csv
+    import io
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+
+    def cell(value):
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return buffer.getvalue(), "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from svsgan_tf.config import Config
 
-    config = Config.load(args.config) if args.config else Config()
-    config = config.replace(**cli.parse_overrides(args.set)).validate()
+    from svsgan_tf.config import config_path
+    from tuning.space import load_space
+
+    config = Config.load(config_path(args.config)) if args.config else Config()
+    overrides = cli.parse_overrides(args.set)
+    if args.data:
+        overrides["data.source"] = args.data
+    config = config.replace(**overrides).validate()
+    space = load_space(args.space)                       # a bad space file fails before TensorFlow starts
     cli.start_tensorflow(args.quiet)
     from svsgan_tf.io_utils import atomic_write_text
     from svsgan_tf.runtime import set_seed
@@ -59,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         raise cli.SVSGANError(f"{config.data.source}: the vocals of every validation song "
                               f"({', '.join(t.name for t in validation)}) are silent, so there is no val_sdr, "
                               "the search's objective")
-    hypermodel = SVSGANHyperModel(config, tracks, validation, strategy=args.strategy)
+    hypermodel = SVSGANHyperModel(config, tracks, validation, strategy=args.strategy, space=space)
     tuner = make_tuner(args.tuner, hypermodel, args.trials, args.out, config.train.seed)
     tuner.search(verbose=0 if args.quiet else 1)
     best = tuner.get_best_hyperparameters(1)[0]
@@ -68,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     trials = tuner.oracle.get_best_trials(args.trials)
     summary = [{"trial": t.trial_id, "val_sdr": t.score, **t.hyperparameters.values} for t in trials]
     atomic_write_text(os.path.join(args.out, "trials.json"), json.dumps(summary, indent=2))
-    for row in summary:
-        print(row)
+    csv_text, markdown_text = trial_tables(summary)
+    atomic_write_text(os.path.join(args.out, "trials.csv"), csv_text)
+    atomic_write_text(os.path.join(args.out, "trials.md"), markdown_text)
+    print(markdown_text)
     print(f"best: {best.values}; config written to {os.path.join(args.out, 'best_config.json')}")
     return 0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from typing import Sequence
@@ -12,7 +13,7 @@ import tensorflow as tf
 from svsgan_tf.data import pipeline as data_lib
 from svsgan_tf.training import distribute
 from svsgan_tf.training.backup import ResumableBackup, last_good_backup
-from svsgan_tf.config import Config, git_commit
+from svsgan_tf.config import OPTIMIZERS, Config, git_commit
 from svsgan_tf.errors import ConfigError, DataError
 from svsgan_tf.io_utils import remove_stale_temporaries
 from svsgan_tf.training.callbacks import HistoryCSV, PhaseSchedule, SaveModelDir, ValidationSDR
@@ -23,8 +24,9 @@ from svsgan_tf.models.svsgan import SVSGAN
 
 logger = logging.getLogger(__name__)
 
-OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
-              "sgd": keras.optimizers.SGD}
+OPTIMIZER_CLASSES = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+                     "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD,
+                     "sgd_momentum": functools.partial(keras.optimizers.SGD, momentum=0.9)}
 
 
 @dataclasses.dataclass
@@ -37,10 +39,11 @@ class TrainResult:
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    """The Keras optimizer that train.optimizer names (config.OPTIMIZERS)."""
     if name not in OPTIMIZERS:
         raise ConfigError(f"config: train.optimizer={name!r} unknown optimizer, expected one of "
                           f"{', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](learning_rate=learning_rate)
+    return OPTIMIZER_CLASSES[name](learning_rate=learning_rate)
 
 
 def load_tracks(config: Config, quiet: bool = False):
