@@ -50,6 +50,12 @@ def test_search_cli_writes_the_best_config(tmp_path):
     table = (tmp_path / "search" / "trials.md").read_text().splitlines()
     assert table[0].startswith("| trial | val_sdr |") and len(table) == 4
     assert (tmp_path / "search" / "trials.csv").read_text().startswith("trial,val_sdr,")
+    result = subprocess.run([sys.executable, "-m", "svsgan_tf.train", "--config",          # trains as it is
+                             str(tmp_path / "search" / "best_config.json"), "--out", str(tmp_path / "train"),
+                             "--no-tensorboard", "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr
+    trained = json.loads((tmp_path / "train" / "model" / "config.json").read_text())
+    assert trained["train"]["batch_size"] == best["train"]["batch_size"]
 
 
 def test_search_refuses_validation_songs_without_audible_vocals(tmp_path):
@@ -104,3 +110,38 @@ def test_a_space_file_narrows_or_fixes_and_bad_ones_are_one_line(tmp_path):
                             timeout=300)
     assert_one_line_error(result, "empty list")
     assert not (tmp_path / "search").exists()
+
+
+def test_a_search_killed_during_its_second_trial_resumes_without_rerunning_the_first(tmp_path):
+    import glob
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "search"
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"batch_size": [4, 8]}))
+    flags = [item for key, value in {**TINY, "train.pretrain_epochs": 3}.items()
+             for item in ("--set", f"{key}={json.dumps(value)}")]
+    command = [sys.executable, "-m", "tuning.search", "--trials", "3", "--strategy", "one", "--space", str(space),
+               "--out", str(out), "--quiet", *flags]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "trial_1").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)                                          # inside the second trial's training
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    def statuses():
+        return {os.path.basename(folder): json.loads(open(os.path.join(folder, "trial.json")).read())["status"]
+                for folder in sorted(glob.glob(str(out / "trial_*")))
+                if os.path.exists(os.path.join(folder, "trial.json"))}
+
+    assert statuses() == {"trial_0": "COMPLETED", "trial_1": "RUNNING"}
+    first = (out / "trial_0" / "trial.json").read_text()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert statuses() == {"trial_0": "COMPLETED", "trial_1": "COMPLETED", "trial_2": "COMPLETED"}
+    assert (out / "trial_0" / "trial.json").read_text() == first           # not run again
+    assert len(json.loads((out / "trials.json").read_text())) == 3
