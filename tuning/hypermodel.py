@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import time
 
+import keras
 import keras_tuner as kt
 
 from svsgan_tf.config import Config
@@ -80,7 +82,29 @@ class SVSGANHyperModel(kt.HyperModel):
         from svsgan_tf.training.distribute import make_strategy
         from svsgan_tf.training.fit import fit_svsgan
 
-        extra = list(kwargs.pop("callbacks", []))
+        # the wall clock goes into each epoch's logs before the tuner's own callbacks record them
+        extra = [WallClock()] + list(kwargs.pop("callbacks", []))
         return fit_svsgan(model, self.trial_config(hp), self.tracks, self.validation_tracks,
                           make_strategy(self.strategy), lambda validation: extra,
                           verbose=kwargs.pop("verbose", "auto"))
+
+
+class WallClock(keras.callbacks.Callback):
+    """Adds `wall_seconds`, the seconds since the trial's training began (both phases), and
+    `epochs_trained` to each epoch's logs, so that the tuner records it with the trial (the trials table's wall time)."""
+
+    def __init__(self):
+        super().__init__()
+        self.start = None
+        self.epochs = 0
+
+    def on_train_begin(self, logs=None):
+        if self.start is None:                       # fit_svsgan may call fit once per phase
+            self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+        if logs is not None:
+            logs["wall_seconds"] = time.perf_counter() - self.start
+            logs["epochs_trained"] = self.epochs
+

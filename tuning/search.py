@@ -43,6 +43,14 @@ def make_tuner(name: str, hypermodel, trials: int, out: str, seed: int):
     return kt.Hyperband(hypermodel, max_epochs=max(1, train.pretrain_epochs + train.gan_epochs), **common)
 
 
+def trial_run(trial) -> dict:
+    """The epochs a trial trained and its wall time in seconds (None for a trial that failed)."""
+    metrics = trial.metrics
+    epochs = int(metrics.get_last_value("epochs_trained")) if metrics.exists("epochs_trained") else 0
+    seconds = metrics.get_last_value("wall_seconds") if metrics.exists("wall_seconds") else None
+    return {"epochs": epochs, "wall_seconds": None if seconds is None else round(float(seconds), 1)}
+
+
 def trial_tables(rows: list[dict]) -> tuple[str, str]:
     """(CSV, Markdown) tables of the trials, best first: trial, val_sdr (the objective: the median
     vocals SDR of the held-out songs, not a training loss) and each hyperparameter."""
@@ -99,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     best_config = hypermodel.trial_config(best)
     atomic_write_text(os.path.join(args.out, "best_config.json"), best_config.to_json() + "\n")
     trials = tuner.oracle.get_best_trials(args.trials)
-    summary = [{"trial": t.trial_id, "val_sdr": t.score, **t.hyperparameters.values} for t in trials]
+    summary = [{"trial": t.trial_id, "val_sdr": t.score, **t.hyperparameters.values, **trial_run(t)}
+               for t in trials]
     atomic_write_text(os.path.join(args.out, "trials.json"), json.dumps(summary, indent=2))
     csv_text, markdown_text = trial_tables(summary)
     atomic_write_text(os.path.join(args.out, "trials.csv"), csv_text)
