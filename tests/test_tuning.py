@@ -50,6 +50,7 @@ def test_search_cli_writes_the_best_config(tmp_path):
     table = (tmp_path / "search" / "trials.md").read_text().splitlines()
     assert table[0].startswith("| trial | val_sdr |") and len(table) == 4
     assert (tmp_path / "search" / "trials.csv").read_text().startswith("trial,val_sdr,")
+    assert (tmp_path / "search" / "trials.png").stat().st_size > 0
     result = subprocess.run([sys.executable, "-m", "svsgan_tf.train", "--config",          # trains as it is
                              str(tmp_path / "search" / "best_config.json"), "--out", str(tmp_path / "train"),
                              "--no-tensorboard", "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=600)

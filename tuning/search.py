@@ -51,6 +51,38 @@ def trial_run(trial) -> dict:
     return {"epochs": epochs, "wall_seconds": None if seconds is None else round(float(seconds), 1)}
 
 
+PLOTTED = ("batch_size", "optimizer", "g_learning_rate", "adversarial_weight")
+
+
+def plot_trials(rows: list[dict], path: str) -> None:
+    """val_sdr of each scored trial against the main hyperparameters (PLOTTED), one panel each, to `path`
+    (a PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from svsgan_tf.io_utils import atomic_path
+
+    scored = [row for row in rows if row.get("val_sdr") is not None]
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4 * len(PLOTTED), 3.2), sharey=True)
+    for axis, name in zip(axes, PLOTTED):
+        values = [row.get(name) for row in scored]
+        if all(isinstance(v, (int, float)) for v in values):
+            axis.scatter(values, [row["val_sdr"] for row in scored])
+            axis.set_xscale("log" if name != "adversarial_weight" else "linear")
+        else:
+            labels = sorted({str(v) for v in values})
+            axis.scatter([labels.index(str(v)) for v in values], [row["val_sdr"] for row in scored])
+            axis.set_xticks(range(len(labels)), labels, rotation=30)
+        axis.set_xlabel(name)
+    axes[0].set_ylabel("val_sdr (dB, held-out songs)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
 def trial_tables(rows: list[dict]) -> tuple[str, str]:
     """(CSV, Markdown) tables of the trials, best first: trial, val_sdr (the objective: the median
     vocals SDR of the held-out songs, not a training loss) and each hyperparameter."""
@@ -113,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     csv_text, markdown_text = trial_tables(summary)
     atomic_write_text(os.path.join(args.out, "trials.csv"), csv_text)
     atomic_write_text(os.path.join(args.out, "trials.md"), markdown_text)
+    plot_trials(summary, os.path.join(args.out, "trials.png"))
     print(markdown_text)
     print(f"best: {best.values}; config written to {os.path.join(args.out, 'best_config.json')}")
     return 0
