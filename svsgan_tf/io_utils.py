@@ -158,3 +158,18 @@ def output_error(path: str, err: OSError) -> str:
     denied`, `PATH: no space left on device`, ... (the C library's words for the errno, in lower case)."""
     reason = os.strerror(err.errno) if err.errno else (str(err).splitlines()[0] if str(err) else type(err).__name__)
     return f"{path}: {reason[:1].lower()}{reason[1:]}"
+
+
+def read_json(path: str, error: type, name: str | None = None):
+    """The JSON value in the file at `path`; `error` (an SVSGANError class) with one line naming the file
+    (or `name`) when it cannot be read or is not JSON."""
+    import json
+
+    name = name or path
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except OSError as err:
+        raise error(f"{name}: cannot be read ({err.strerror or err})") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{name}: not valid JSON ({err.msg}, line {err.lineno})") from None

@@ -97,7 +97,7 @@ def test_a_space_file_narrows_or_fixes_and_bad_ones_are_one_line(tmp_path):
     for name, spec, problem in (("unknown", {"momentum": [0.9]}, "unknown hyperparameter 'momentum'"),
                                 ("empty", {"batch_size": []}, "empty list"),
                                 ("range", {"g_learning_rate": {"min": 1e-2, "max": 1e-3}}, "empty range"),
-                                ("notjson", None, "not JSON")):
+                                ("notjson", None, "not valid JSON")):
         path = tmp_path / f"{name}.json"
         path.write_text("{" if spec is None else json.dumps(spec))
         try:

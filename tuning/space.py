@@ -12,7 +12,6 @@ Hyperparameters it does not name keep the whole of their default range.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from svsgan_tf.config import OPTIMIZERS, Config
@@ -88,14 +87,9 @@ def load_space(path: str | None) -> dict:
     """SPACE narrowed by the space file at `path` (None: SPACE)."""
     if path is None:
         return dict(SPACE)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            spec = json.load(handle)
-    except OSError as err:
-        raise ConfigError(f"--space {path}: cannot be read ({err.strerror or err})") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--space {path}: not JSON ({err.msg}, line {err.lineno})") from None
-    return narrowed(SPACE, spec, f"--space {path}")
+    from svsgan_tf.io_utils import read_json
+
+    return narrowed(SPACE, read_json(path, ConfigError, f"--space {path}"), f"--space {path}")
 
 
 def trial_overrides(values: dict, config: Config) -> dict:

@@ -1,22 +1,16 @@
 """Paired comparison of models scored on the same tracks: per-track differences and a Wilcoxon test."""
 from __future__ import annotations
 
-import json
 import os
 
 from svsgan_tf.errors import DataError
+from svsgan_tf.io_utils import read_json
 
 
 def load_summary(path: str) -> dict:
     """An evaluate summary.json (or the folder holding it) -> its dict; DataError naming the file."""
     file = os.path.join(path, "summary.json") if os.path.isdir(path) else path
-    try:
-        with open(file, encoding="utf-8") as handle:
-            summary = json.load(handle)
-    except OSError as err:
-        raise DataError(f"{file}: cannot read evaluation summary ({err.strerror})") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{file}: not valid JSON ({err.msg})") from None
+    summary = read_json(file, DataError)
     if not isinstance(summary, dict) or not isinstance(summary.get("tracks"), dict):
         raise DataError(f"{file}: not an evaluation summary (no \"tracks\" object)")
     return summary
