@@ -42,11 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         if not os.path.isfile(path):
             raise cli.SVSGANError(f"--calibration {path}: no such file")
     cli.start_tensorflow(args.quiet)
-    from svsgan_tf.edge.model_file import op_names, read_model_bytes
     from svsgan_tf.export.tflite import convert_model
 
-    convert_model(model, args.out, args.quantize, args.calibration, args.overwrite)
-    ops = op_names(read_model_bytes(args.out), args.out)
+    ops = convert_model(model, args.out, args.quantize, args.calibration, args.overwrite)["ops"]
     size = os.path.getsize(args.out) / 1e6
     print(f"converted {model} to {os.path.abspath(args.out)} ({args.quantize}, {size:.1f} MB; builtin ops: "
           f"{', '.join(ops)})")

@@ -14,6 +14,7 @@ metadata name METADATA_NAME, a JSON object:
     valid_offset    v: call k's masks of frames [f0 + kH + v, f0 + kH + v + H) are the model's
     states          shapes of the state tensors carried from call to call (an LSTM's h and c), [] if none
     outputs         the names of the network's outputs output_0, output_1, ... (mask, state_<i>)
+    ops             the TFLite operators the network uses (builtin ones only)
     receptive_frames, frame_multiple   the generator's reach and grid (for chunked separation)
     quantize        none, float16, dynamic or int8
     source, git_commit, notice   where the weights came from, the commit, licence notices to keep

@@ -8,6 +8,7 @@ so the stems equal `Separator.separate` of the model the file was converted from
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -29,11 +30,15 @@ STREAM_BLOCK_FRAMES = 1
 BATCH_FRAMES = 256                # frames transformed and added at a time: bounds the runner's memory
 
 
+@functools.lru_cache(maxsize=8)
 def hann_window(n_fft: int) -> np.ndarray:
     """The periodic Hann window of tf.signal.hann_window: (n_fft,) float32."""
-    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    window.flags.writeable = False                   # cached: shared by every caller
+    return window
 
 
+@functools.lru_cache(maxsize=8)
 def inverse_window(n_fft: int, hop_length: int) -> np.ndarray:
     """tf.signal.inverse_stft_window_fn of the Hann window: the window divided by the sum of the squared
     windows of the frames overlapping each sample, (n_fft,) float32."""
@@ -41,7 +46,9 @@ def inverse_window(n_fft: int, hop_length: int) -> np.ndarray:
     overlaps = -(-n_fft // hop_length)
     squared = np.pad(window ** 2, (0, overlaps * hop_length - n_fft)).reshape(overlaps, hop_length)
     denominator = np.tile(squared.sum(axis=0), overlaps)[:n_fft]
-    return (window / denominator).astype(np.float32)
+    inverse = (window / denominator).astype(np.float32)
+    inverse.flags.writeable = False                  # cached: shared by every caller
+    return inverse
 
 
 def stft_magnitude(waveform: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:

@@ -239,15 +239,15 @@ def convert(separator, quantize: str = "none", calibration: list[str] | None = N
     dataset = (calibration_windows(calibration_audio(calibration), separator.config, layout)
                if quantize == "int8" else None)
     names = [MAGNITUDE_INPUT] + [state_name(i) for i in range(len(layout["states"]))]
-    data, layout["outputs"] = convert_function(module.network.get_concrete_function(), module, quantize,
-                                               dataset, names)
+    data, layout["outputs"], layout["ops"] = convert_function(module.network.get_concrete_function(), module,
+                                                              quantize, dataset, names)
     return data, layout
 
 
 def convert_function(concrete, trackable, quantize: str = "none", dataset=None,
-                     input_names: list[str] | None = None) -> tuple[bytes, list[str]]:
-    """TFLite bytes of a concrete function returning a dict, with TFLITE_BUILTINS only; and the names of
-    its outputs in the order output_0, output_1, ... (the converter's names for them).
+                     input_names: list[str] | None = None) -> tuple[bytes, list[str], list[str]]:
+    """TFLite bytes of a concrete function returning a dict, with TFLITE_BUILTINS only; the names of its
+    outputs in the order output_0, output_1, ... (the converter's names for them); the ops it uses.
 
     `dataset` (int8 only): a list of input lists, named by `input_names`. ConfigError naming the ops
     when the function needs ops that are not TFLite builtins.
@@ -272,10 +272,11 @@ def convert_function(concrete, trackable, quantize: str = "none", dataset=None,
         data = converter.convert()
     except Exception as err:                      # ConverterError, or anything the MLIR passes raise
         raise _converter_error(err) from None
-    extra = non_builtin_ops(op_names(data))
+    ops = op_names(data)
+    extra = non_builtin_ops(ops)
     if extra:
         raise ConfigError(f"the converted model uses ops that are not TFLite builtins: {', '.join(extra)}")
-    return data, outputs
+    return data, outputs, ops
 
 
 def with_metadata(data: bytes, metadata: dict) -> bytes:
