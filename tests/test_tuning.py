@@ -30,8 +30,9 @@ def test_the_defaults_of_the_space_are_the_configs_and_fixed_values_reach_the_mo
     model = hypermodel.build(hp)
     assert type(model.g_optimizer).__name__ == "RMSprop"
     assert model.generator.encoder[0].units == 2 * config.model.encoder_units[0]
-    history = hypermodel.fit(hp, model, verbose=0)
-    assert {"val_kl", "val_sdr", "d_loss"} <= set(history.history)
+    result = hypermodel.fit(hp, model, verbose=0)
+    assert result["epochs_trained"] == config.train.epochs and 1 <= result["best_epoch"] <= config.train.epochs
+    assert result["val_sdr"] > -100 and result["wall_seconds"] > 0 and result["g_steps"] > 0
 
 
 def test_search_cli_writes_the_best_config(tmp_path):
@@ -146,3 +147,70 @@ def test_a_search_killed_during_its_second_trial_resumes_without_rerunning_the_f
     assert statuses() == {"trial_0": "COMPLETED", "trial_1": "COMPLETED", "trial_2": "COMPLETED"}
     assert (out / "trial_0" / "trial.json").read_text() == first           # not run again
     assert len(json.loads((out / "trials.json").read_text())) == 3
+
+
+def test_a_hyperband_search_honours_epochs_and_carries_the_optimizers_across_rounds(tmp_path):
+    out = tmp_path / "search"
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"batch_size": 4, "width": 1.0}))
+    flags = [item for key, value in {**TINY, "train.pretrain_epochs": 2, "train.gan_epochs": 1}.items()
+             for item in ("--set", f"{key}={json.dumps(value)}")]
+    result = subprocess.run([sys.executable, "-m", "tuning.search", "--tuner", "hyperband", "--strategy", "one",
+                             "--space", str(space), "--out", str(out), "--quiet", *flags],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr
+    trials = json.loads((out / "trials.json").read_text())
+    assert len(trials) >= 3 and all(t["pretrain_epochs"] == 2 and t["gan_epochs"] == 1 for t in trials)
+    for trial in trials:                                    # each round trains only its own epochs
+        assert trial["epochs"] == trial["tuner/epochs"] - trial["tuner/initial_epoch"], trial
+    fresh = [t for t in trials if t["tuner/initial_epoch"] == 0]
+    continued = [t for t in trials if t["tuner/initial_epoch"] > 0]
+    assert continued and {t["tuner/epochs"] for t in trials} == {1, 3}
+    steps_per_epoch = {trial_metric(out, t["trial"], "g_steps") / t["tuner/epochs"] for t in fresh}
+    assert len(steps_per_epoch) == 1 and steps_per_epoch.pop() > 0
+    for trial in continued:      # G's optimizer state came along: it counts the earlier rounds' steps too
+        fresh_like = trial_metric(out, trial["trial"], "g_steps") / trial["tuner/epochs"]
+        assert fresh_like == trial_metric(out, fresh[0]["trial"], "g_steps") / fresh[0]["tuner/epochs"]
+    assert f"trial {trials[0]['trial']}: val_sdr" in result.stderr                      # a line per trial
+
+
+def trial_metric(out, trial_id, name):
+    """The value keras-tuner recorded for metric `name` of one trial."""
+    record = json.loads((out / f"trial_{trial_id}" / "trial.json").read_text())
+    return record["metrics"]["metrics"][name]["observations"][-1]["value"][-1]
+
+
+def test_a_results_folder_of_another_search_or_of_something_else_is_refused(tmp_path):
+    from svsgan_tf.config import Config
+    from tests.test_cli import assert_one_line_error
+    from tuning.search import check_search_folder, search_identity
+    from tuning.space import SPACE
+
+    out = tmp_path / "search"
+    check_search_folder(str(out), search_identity("random", Config(), SPACE))
+    before = (out / "search.json").read_text()
+    check_search_folder(str(out), search_identity("random", Config(), SPACE))      # the same search resumes
+    for extra, problem in ((["--tuner", "bayesian"], "tuner"), (["--set", "train.seed=7"], "train.seed")):
+        result = subprocess.run([sys.executable, "-m", "tuning.search", "--out", str(out), *extra],
+                                capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert_one_line_error(result, str(out), "different search", problem)
+    assert (out / "search.json").read_text() == before and sorted(p.name for p in out.iterdir()) == ["search.json"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    result = subprocess.run([sys.executable, "-m", "tuning.search", "--out", str(other)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert_one_line_error(result, str(other), "not a tuning.search results folder")
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
+
+def test_hyperband_refuses_a_space_that_searches_the_epochs(tmp_path):
+    from tests.test_cli import assert_one_line_error
+
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"gan_epochs": [1, 2]}))
+    result = subprocess.run([sys.executable, "-m", "tuning.search", "--tuner", "hyperband", "--space", str(space),
+                             "--out", str(tmp_path / "search")], capture_output=True, text=True, cwd=ROOT,
+                            timeout=300)
+    assert_one_line_error(result, "gan_epochs", "hyperband chooses the epochs")
+    assert not (tmp_path / "search").exists()

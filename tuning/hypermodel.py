@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
-import keras
 import keras_tuner as kt
+import numpy as np
 
 from svsgan_tf.config import Config
 from svsgan_tf.errors import ConfigError
@@ -76,35 +77,84 @@ class SVSGANHyperModel(kt.HyperModel):
         with make_strategy(self.strategy).scope():
             return build_svsgan(config)
 
-    def fit(self, hp, model, *args, **kwargs):
+    def fit(self, hp, model, *args, epochs: int | None = None, initial_epoch: int = 0,
+            trial_dir: str | None = None, previous_trial_dir: str | None = None, **kwargs) -> dict:
         """Train with the trial's batch size through both phases (training.fit_svsgan, as
-        `python -m svsgan_tf.train` does); returns the Keras History."""
+        `python -m svsgan_tf.train` does), epochs initial_epoch .. epochs - 1 of the trial's schedule
+        (all of them by default; a Hyperband round gives `epochs` and `initial_epoch`).
+
+        With `trial_dir` (SVSGANHyperband) a backup of G, D and both optimizers is written after every
+        epoch into trial_dir/backup, and a round that continues `previous_trial_dir` starts from its
+        backup: weights and optimizer state carry across Hyperband's rounds.
+
+        Returns the trial's metrics: `val_sdr` (the best epoch's, the objective), `epochs_trained` and
+        `wall_seconds` (this call's), `best_epoch` and `g_steps` (G's optimizer steps so far).
+        """
+        from svsgan_tf.training.backup import ResumableBackup, last_good_backup
         from svsgan_tf.training.distribute import make_strategy
         from svsgan_tf.training.fit import fit_svsgan
 
-        # the wall clock goes into each epoch's logs before the tuner's own callbacks record them
-        extra = [WallClock()] + list(kwargs.pop("callbacks", []))
-        return fit_svsgan(model, self.trial_config(hp), self.tracks, self.validation_tracks,
-                          make_strategy(self.strategy), lambda validation: extra,
-                          verbose=kwargs.pop("verbose", "auto"))
+        config = self.trial_config(hp)
+        last_epoch = config.train.epochs if epochs is None else min(int(epochs), config.train.epochs)
+        callbacks = list(kwargs.pop("callbacks", []))
+        start_from = None
+        if initial_epoch:
+            backup_dir = os.path.join(previous_trial_dir or "", "backup")
+            start_from = last_good_backup(backup_dir) if previous_trial_dir else None
+            if start_from is None or start_from.epoch != initial_epoch:
+                raise ConfigError(f"{backup_dir}: no backup after epoch {initial_epoch} to continue this "
+                                  "Hyperband round from")
+        if trial_dir is not None:
+            callbacks.append(ResumableBackup(os.path.join(trial_dir, "backup"), start_from))
+        started = time.perf_counter()
+        history = fit_svsgan(model, config, self.tracks, self.validation_tracks, make_strategy(self.strategy),
+                             lambda validation: callbacks, first_epoch=initial_epoch, last_epoch=last_epoch,
+                             input_statistics=start_from is None, verbose=kwargs.pop("verbose", "auto"))
+        scores = np.asarray(history.history.get("val_sdr", [np.nan]), dtype=float)
+        best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else len(scores) - 1
+        return {"val_sdr": float(scores[best]), "epochs_trained": len(history.epoch),
+                "wall_seconds": time.perf_counter() - started, "best_epoch": initial_epoch + best + 1,
+                "g_steps": int(model.g_optimizer.iterations.numpy())}
 
 
-class WallClock(keras.callbacks.Callback):
-    """Adds `wall_seconds`, the seconds since the trial's training began (both phases), and
-    `epochs_trained` to each epoch's logs, so that the tuner records it with the trial (the trials table's wall time)."""
+class TrialRunner:
+    """Mixin for keras-tuner tuners running SVSGANHyperModel: a progress line per trial, and, where
+    `continues_rounds` (Hyperband), each trial's folder and that of the trial it continues passed to
+    SVSGANHyperModel.fit, which restores G, D and both optimizers from the continued trial's last epoch
+    (keras-tuner's Hyperband itself reloads only the weights of its best epoch)."""
 
-    def __init__(self):
-        super().__init__()
-        self.start = None
-        self.epochs = 0
+    continues_rounds = False
 
-    def on_train_begin(self, logs=None):
-        if self.start is None:                       # fit_svsgan may call fit once per phase
-            self.start = time.perf_counter()
+    def run_trial(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        if self.continues_rounds:
+            kwargs["trial_dir"] = self.get_trial_dir(trial.trial_id)
+            if "tuner/trial_id" in hp.values:
+                kwargs["previous_trial_dir"] = self.get_trial_dir(hp.values["tuner/trial_id"])
+        results = super().run_trial(trial, *args, **kwargs)
+        for result in results if isinstance(results, list) else [results]:
+            logger.info("trial %s: val_sdr %.3f dB (epoch %d), %d epochs in %.0f s; %d trials done",
+                        trial.trial_id, result["val_sdr"], result["best_epoch"], result["epochs_trained"],
+                        result["wall_seconds"], 1 + sum(t.status == "COMPLETED" for t in self.oracle.trials.values()))
+        return results
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.epochs += 1
-        if logs is not None:
-            logs["wall_seconds"] = time.perf_counter() - self.start
-            logs["epochs_trained"] = self.epochs
+    def _build_hypermodel(self, hp):
+        # a continued trial's weights (and optimizer state) are restored in fit, not here
+        return kt.Tuner._build_hypermodel(self, hp)
 
+
+class SVSGANRandomSearch(TrialRunner, kt.RandomSearch):
+    """Random search over SVSGANHyperModel's space."""
+
+
+class SVSGANBayesianOptimization(TrialRunner, kt.BayesianOptimization):
+    """Bayesian optimisation (Gaussian process) over SVSGANHyperModel's space."""
+
+
+class SVSGANHyperband(TrialRunner, kt.Hyperband):
+    """Hyperband over SVSGANHyperModel's space; each round continues the previous round's run."""
+
+    continues_rounds = True
+
+
+TUNERS = {"random": SVSGANRandomSearch, "bayesian": SVSGANBayesianOptimization, "hyperband": SVSGANHyperband}

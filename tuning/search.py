@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 
 from svsgan_tf import cli
 
-TUNERS = ("random", "bayesian", "hyperband")
+TUNERS = ("random", "bayesian", "hyperband")          # tuning.hypermodel.TUNERS, without importing it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,34 +22,92 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a fixed setting (repeatable)")
     parser.add_argument("--tuner", choices=TUNERS, default="random")
-    parser.add_argument("--trials", type=int, default=6, help="trials to run (default %(default)s)")
+    parser.add_argument("--trials", type=int, default=6,
+                        help="trials to run (default %(default)s; hyperband sets its own from train.epochs)")
     parser.add_argument("--strategy", default="auto", help="auto|one|mirrored|multiworker")
     parser.add_argument("--out", default="runs/tuning", help="tuner folder; a search resumes from it")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (the line per trial stays)")
     return parser
 
 
 def make_tuner(name: str, hypermodel, trials: int, out: str, seed: int):
-    """A KerasTuner tuner maximising val_sdr (median vocals SDR of the validation songs), resuming from `out` when it holds the same search."""
+    """A KerasTuner tuner (tuning.hypermodel.TUNERS) maximising val_sdr (median vocals SDR of the
+    validation songs), resuming from `out` (check_search_folder first). Hyperband runs up to
+    train.epochs per trial, each round continuing the last, and sets its own number of trials."""
     import keras_tuner as kt
+
+    from tuning.hypermodel import TUNERS as CLASSES
 
     objective = kt.Objective("val_sdr", direction="max")
     folder, project = os.path.split(os.path.abspath(out))
     common = dict(objective=objective, directory=folder, project_name=project, seed=seed, overwrite=False)
-    if name == "random":
-        return kt.RandomSearch(hypermodel, max_trials=trials, **common)
-    if name == "bayesian":
-        return kt.BayesianOptimization(hypermodel, max_trials=trials, **common)
-    train = hypermodel.config.train
-    return kt.Hyperband(hypermodel, max_epochs=max(1, train.pretrain_epochs + train.gan_epochs), **common)
+    if name == "hyperband":
+        return CLASSES[name](hypermodel, max_epochs=max(1, hypermodel.config.train.epochs), **common)
+    return CLASSES[name](hypermodel, max_trials=trials, **common)
+
+
+def fixed_epochs(space: dict, config, source: str | None) -> dict:
+    """The space for Hyperband: it chooses each trial's epochs itself (up to train.epochs), so the
+    epochs of each phase are fixed to the config's (or to the one value the space file gives); a space
+    file that searches them is refused."""
+    from tuning.space import SPACE, Hyperparameter
+
+    result = dict(space)
+    for name in ("pretrain_epochs", "gan_epochs"):
+        hp = space[name]
+        if hp != SPACE[name] and not (hp.kind == "choice" and len(hp.values) == 1):
+            raise cli.SVSGANError(f"--space {source}: {name}: hyperband chooses the epochs itself; fix it "
+                                  "(one value) or use another tuner")
+        value = hp.values[0] if hp.kind == "choice" else hp.default(config)
+        result[name] = Hyperparameter(name, "choice", (value,))
+    return result
+
+
+SEARCH_FILE = "search.json"
+
+
+def search_identity(tuner: str, config, space: dict) -> dict:
+    """What makes two searches the same one: the tuner, every fixed setting and the search space."""
+    fixed = json.loads(config.to_json())
+    fixed.pop("git_commit", None)
+    return json.loads(json.dumps({"tuner": tuner, "config": fixed,
+                                  "space": {name: dataclasses.asdict(hp) for name, hp in space.items()}}))
+
+
+def check_search_folder(out: str, identity: dict) -> None:
+    """Write `out`/search.json for a new search; for an existing one, SVSGANError (one line, nothing
+    touched) when `out` holds another search's results or results this tool did not write."""
+    from svsgan_tf.io_utils import atomic_write_text, read_json
+
+    path = os.path.join(out, SEARCH_FILE)
+    if os.path.isfile(path):
+        found = read_json(path, cli.SVSGANError, path)
+        if found != identity:
+            differs = [key for key in ("tuner", "space") if found.get(key) != identity[key]]
+            sections = identity["config"]
+            differs += [f"config {section}.{key}" for section in sections
+                        for key in sections[section] if isinstance(sections[section], dict)
+                        and (found.get("config") or {}).get(section, {}).get(key) != sections[section][key]]
+            raise cli.SVSGANError(f"{out}: holds the results of a different search ({', '.join(differs) or 'its settings'} "
+                                  "differ); choose another --out, or repeat that search's own arguments to resume it")
+        return
+    if os.path.isdir(out) and os.listdir(out):
+        raise cli.SVSGANError(f"{out}: not empty and not a tuning.search results folder (no {SEARCH_FILE}); "
+                              "choose another --out")
+    os.makedirs(out, exist_ok=True)
+    atomic_write_text(path, json.dumps(identity, indent=2) + "\n")
 
 
 def trial_run(trial) -> dict:
     """The epochs a trial trained and its wall time in seconds (None for a trial that failed)."""
     metrics = trial.metrics
-    epochs = int(metrics.get_last_value("epochs_trained")) if metrics.exists("epochs_trained") else 0
-    seconds = metrics.get_last_value("wall_seconds") if metrics.exists("wall_seconds") else None
-    return {"epochs": epochs, "wall_seconds": None if seconds is None else round(float(seconds), 1)}
+
+    def last(name):
+        return metrics.get_last_value(name) if metrics.exists(name) else None
+
+    seconds = last("wall_seconds")
+    return {"epochs": int(last("epochs_trained") or 0), "best_epoch": last("best_epoch") and int(last("best_epoch")),
+            "wall_seconds": None if seconds is None else round(float(seconds), 1)}
 
 
 PLOTTED = ("batch_size", "optimizer", "g_learning_rate", "adversarial_weight")
@@ -116,7 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         overrides["data.source"] = args.data
     config = config.replace(**overrides).validate()
     space = load_space(args.space)                       # a bad space file fails before TensorFlow starts
-    cli.start_tensorflow(args.quiet)
+    if args.tuner == "hyperband":
+        space = fixed_epochs(space, config, args.space)
+        config = config.replace(**{f"train.{name}": space[name].values[0]
+                                   for name in ("pretrain_epochs", "gan_epochs")}).validate()
+    check_search_folder(args.out, search_identity(args.tuner, config, space))
+    cli.start_tensorflow(quiet=False)                   # --quiet drops the progress bars, not the line per trial
     from svsgan_tf.io_utils import atomic_write_text
     from svsgan_tf.runtime import set_seed
     from svsgan_tf.training.fit import load_tracks
@@ -138,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     best = tuner.get_best_hyperparameters(1)[0]
     best_config = hypermodel.trial_config(best)
     atomic_write_text(os.path.join(args.out, "best_config.json"), best_config.to_json() + "\n")
-    trials = tuner.oracle.get_best_trials(args.trials)
+    trials = tuner.oracle.get_best_trials(len(tuner.oracle.trials))
     summary = [{"trial": t.trial_id, "val_sdr": t.score, **t.hyperparameters.values, **trial_run(t)}
                for t in trials]
     atomic_write_text(os.path.join(args.out, "trials.json"), json.dumps(summary, indent=2))

@@ -120,19 +120,21 @@ def build_svsgan(config: Config, init_model: str | None = None) -> SVSGAN:
 
 def fit_svsgan(model: SVSGAN, config: Config, tracks: Sequence, validation_tracks: Sequence | None,
                strategy: tf.distribute.Strategy, extra_callbacks=lambda validation: [], first_epoch: int = 0,
-               input_statistics: bool = True, verbose: int | str = "auto") -> keras.callbacks.History:
+               input_statistics: bool = True, verbose: int | str = "auto",
+               last_epoch: int | None = None) -> keras.callbacks.History:
     """Both phases of `model.fit` on `tracks`, as `train` and the tuner's hypermodel run them.
 
     The global batch is checked against the strategy's replicas; the training batches of epochs
-    first_epoch .. train.epochs - 1 (drawn from the seed and the epoch, see data.training_dataset) and
+    first_epoch .. last_epoch - 1 (last_epoch defaults to train.epochs; a Hyperband round stops earlier) (drawn from the seed and the epoch, see data.training_dataset) and
     the validation batches are sharded by data; with `input_statistics`, G's input standardisation is
     set from the training batches first. The callbacks are the phase schedule, `val_sdr` on
     `validation_tracks` (ValidationSDR, when there are any), then `extra_callbacks(validation)`, which
     may read `val_sdr` from the logs.
     """
     distribute.check_global_batch(config.train.batch_size, strategy)
+    last_epoch = config.train.epochs if last_epoch is None else last_epoch
     train_ds = distribute.shard_by_data(data_lib.training_dataset(
-        tracks, config, first_epoch=first_epoch, nb_epochs=config.train.epochs - first_epoch))
+        tracks, config, first_epoch=first_epoch, nb_epochs=last_epoch - first_epoch))
     valid_ds = (distribute.shard_by_data(data_lib.validation_dataset(validation_tracks, config))
                 if validation_tracks else None)
     if input_statistics:
@@ -140,7 +142,7 @@ def fit_svsgan(model: SVSGAN, config: Config, tracks: Sequence, validation_track
     validation = ValidationSDR(validation_tracks, config) if validation_tracks else None
     callbacks = [PhaseSchedule(config)] + ([validation] if validation is not None else [])
     callbacks += list(extra_callbacks(validation))
-    return model.fit(train_ds, validation_data=valid_ds, epochs=config.train.epochs, initial_epoch=first_epoch,
+    return model.fit(train_ds, validation_data=valid_ds, epochs=last_epoch, initial_epoch=first_epoch,
                      steps_per_epoch=data_lib.epoch_steps(tracks, config), callbacks=callbacks, verbose=verbose,
                      shuffle=False)
 
