@@ -49,7 +49,12 @@ def test_search_cli_writes_the_best_config(tmp_path):
     assert best["train"]["batch_size"] == trials[0]["batch_size"]
     assert best["train"]["optimizer"] == trials[0]["optimizer"]
     table = (tmp_path / "search" / "trials.md").read_text().splitlines()
-    assert table[0].startswith("| trial | val_sdr |") and len(table) == 4
+    assert table[0].startswith("| trial | val_sdr |") and table[4] == ""
+    fixed = next((line for line in table if line.startswith("Fixed: ")), "")
+    for name in ("batch_size", "optimizer"):        # a varied one has a row per value below, a fixed one a note
+        values = {trial[name] for trial in trials}
+        assert (all(f"| {name} | {value} | 1 |" in "\n".join(table) for value in values) if len(values) == 2
+                else f"{name} = {values.pop()}" in fixed and f"| {name} |" not in table[0])
     assert (tmp_path / "search" / "trials.csv").read_text().startswith("trial,val_sdr,")
     assert (tmp_path / "search" / "trials.png").stat().st_size > 0
     result = subprocess.run([sys.executable, "-m", "svsgan_tf.train", "--config",          # trains as it is

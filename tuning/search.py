@@ -144,7 +144,8 @@ def plot_trials(rows: list[dict], path: str) -> None:
 
 def trial_tables(rows: list[dict]) -> tuple[str, str]:
     """(CSV, Markdown) tables of the trials, best first: trial, val_sdr (the objective: the median
-    vocals SDR of the held-out songs, not a training loss) and each hyperparameter."""
+    vocals SDR of the held-out songs, not a training loss) and each hyperparameter. The Markdown keeps
+    the columns that vary (the others are listed once as fixed) and adds group_table."""
     import csv
     import io
 
@@ -157,9 +158,35 @@ def trial_tables(rows: list[dict]) -> tuple[str, str]:
     def cell(value):
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return buffer.getvalue(), "\n".join(lines) + "\n"
+    always = ("trial", "val_sdr", "epochs", "best_epoch", "wall_seconds")
+    fixed = [c for c in columns if c not in always and len({str(row.get(c)) for row in rows}) == 1]
+    shown = [c for c in columns if c not in fixed]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in shown) + " |" for row in rows]
+    if fixed and rows:
+        lines += ["", "Fixed: " + ", ".join(f"{c} = {cell(rows[0][c])}" for c in fixed) + "."]
+    return buffer.getvalue(), "\n".join(lines + ["", group_table(rows)])
+
+
+GROUPED = ("batch_size", "optimizer", "adversarial_weight", "width")
+
+
+def group_table(rows: list[dict]) -> str:
+    """Markdown: for each value of each GROUPED hyperparameter that the trials vary, the number of
+    scored trials and their best and median val_sdr (what a search says about that choice)."""
+    import numpy as np
+
+    scored = [row for row in rows if row.get("val_sdr") is not None]
+    lines = ["| hyperparameter | value | trials | best val_sdr | median val_sdr |", "|---|---|---|---|---|"]
+    for name in GROUPED:
+        values = {row.get(name) for row in scored if name in row}
+        values = sorted(values, key=lambda v: (isinstance(v, str), v if not isinstance(v, str) else 0, str(v)))
+        if len(values) < 2:
+            continue
+        for value in values:
+            scores = [row["val_sdr"] for row in scored if row.get(name) == value]
+            lines.append(f"| {name} | {value} | {len(scores)} | {max(scores):.3f} | {np.median(scores):.3f} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
 def main(argv: list[str] | None = None) -> int:
