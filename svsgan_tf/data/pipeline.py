@@ -6,6 +6,7 @@ source has to provide is a sequence of `TrackLike` objects holding float32 (nb_s
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Protocol, Sequence
 
@@ -45,68 +46,93 @@ def readable(track):
     return ArrayTrack(track.name, track.vocals, accompaniment, track.sample_rate, track.mixture)
 
 
-def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per_track: int,
-                      seed: int, random: bool, augment: DataConfig | None = None,
-                      interleave: bool = False, key: tuple | None = None) -> tf.data.Dataset:
-    """Step 1: excerpts of (mixture, vocals), each (nb_samples, nb_channels).
+@dataclasses.dataclass(frozen=True)
+class Cut:
+    """Where one stem of a training excerpt comes from: a track (its index), its first sample, whether
+    its stereo channels are swapped, and the gain it is scaled by."""
 
-    random=True draws `excerpts_per_track` random positions per track from a generator seeded with
-    (seed, *key) each time the data set is iterated (`key`: scalar int64 tensors, such as the epoch and
-    pass of `training_dataset`, so that the draws depend on them alone): with
-    `interleave`, in rounds of one excerpt per track, each round in a new shuffled track order (so
-    neighbouring excerpts, which share a shuffle buffer, come from different songs); without, a
-    track's excerpts one after another, tracks in a shuffled order. random=False cuts every track
-    into consecutive excerpts (validation). Tracks shorter than an excerpt are zero-padded. With
-    `augment` (training only), each excerpt takes its
-    accompaniment from a random track (`random_mix`), scales each stem by a random gain
-    (`gain_range`) and swaps stereo channels at random (`channel_swap`); the mixture is then the sum.
+    track: int
+    start: int
+    swap: bool = False
+    gain: float = 1.0
+
+
+def excerpt_plan(tracks: Sequence, nb_samples: int, excerpts_per_track: int, rng: np.random.Generator,
+                 random: bool, augment: DataConfig | None = None, interleave: bool = False):
+    """Step 0: where each excerpt comes from, as (vocals Cut, accompaniment Cut or None) pairs drawn from
+    `rng` (None: the vocals cut's track gives its own mixture and vocals there, unaugmented).
+
+    random=True draws `excerpts_per_track` random positions per track: with `interleave`, in rounds of
+    one excerpt per track, each round in a new shuffled track order (so neighbouring excerpts, which
+    share a shuffle buffer, come from different songs); without, a track's excerpts one after another,
+    tracks in a shuffled order. random=False cuts every track into consecutive excerpts (validation).
+    With `augment` (training only), each excerpt takes its accompaniment from a random track
+    (`random_mix`), scales each stem by a random gain (`gain_range`) and swaps stereo channels at random
+    (`channel_swap`). Only the plan is drawn here; waveform_excerpts and data.tfio_reader read it.
     """
-    rng = np.random.default_rng(seed)
-    key = tuple(key or ())
-    tracks = [readable(t) for t in tracks]
-
     def start_of(track):
         return int(rng.integers(0, max(1, track.nb_samples - nb_samples + 1)))
 
-    def stem(track, name, start):
-        audio = track.read(start, nb_samples)[name]
-        if augment is not None and augment.channel_swap and audio.shape[1] == 2 and rng.random() < 0.5:
-            audio = audio[:, ::-1]
-        if augment is not None:
-            audio = audio * np.float32(rng.uniform(*augment.gain_range))
-        return audio
+    def cut(index, start):
+        swap = bool(augment.channel_swap and tracks[index].nb_channels == 2 and rng.random() < 0.5)
+        return Cut(index, start, swap, float(rng.uniform(*augment.gain_range)))
 
-    def augmented(track, start):
-        vocals = stem(track, "vocals", start)
-        other = tracks[rng.integers(len(tracks))] if augment.random_mix else track
-        accompaniment = stem(other, "accompaniment", start_of(other) if augment.random_mix else start)
-        if accompaniment.shape[1] != vocals.shape[1]:
-            accompaniment = np.repeat(accompaniment.mean(1, keepdims=True), vocals.shape[1], axis=1)
-        return vocals + accompaniment, vocals
+    def random_excerpt(index):
+        start = start_of(tracks[index])
+        if augment is None:
+            return Cut(index, start), None
+        vocals = cut(index, start)
+        other = int(rng.integers(len(tracks))) if augment.random_mix else index
+        return vocals, cut(other, start_of(tracks[other]) if augment.random_mix else start)
 
-    def random_excerpt(track):
-        start = start_of(track)
-        if augment is not None:
-            return augmented(track, start)
-        excerpt = track.read(start, nb_samples)
+    if not random:
+        for index, track in enumerate(tracks):
+            for start in range(0, max(1, track.nb_samples - nb_samples + 1), nb_samples):
+                yield Cut(index, start), None
+    elif interleave:
+        for _ in range(excerpts_per_track):               # one excerpt of every track per round
+            for index in rng.permutation(len(tracks)):
+                yield random_excerpt(int(index))
+    else:
+        for index in rng.permutation(len(tracks)):         # a track's excerpts one after another
+            for _ in range(excerpts_per_track):
+                yield random_excerpt(int(index))
+
+
+def read_excerpt(tracks: Sequence, vocals: Cut, accompaniment: Cut | None, nb_samples: int):
+    """The (mixture, vocals) excerpt, each (nb_samples, nb_channels) float32, that one plan entry
+    (excerpt_plan) describes, read with each track's `read`."""
+    if accompaniment is None:
+        excerpt = tracks[vocals.track].read(vocals.start, nb_samples)
         return excerpt["mixture"], excerpt["vocals"]
 
+    def stem(name, where):
+        audio = tracks[where.track].read(where.start, nb_samples)[name]
+        return (audio[:, ::-1] if where.swap else audio) * np.float32(where.gain)
+
+    voice, backing = stem("vocals", vocals), stem("accompaniment", accompaniment)
+    if backing.shape[1] != voice.shape[1]:
+        backing = np.repeat(backing.mean(1, keepdims=True), voice.shape[1], axis=1)
+    return voice + backing, voice
+
+
+def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per_track: int,
+                      seed: int, random: bool, augment: DataConfig | None = None,
+                      interleave: bool = False, key: tuple | None = None) -> tf.data.Dataset:
+    """Step 1: excerpts of (mixture, vocals), each (nb_samples, nb_channels), as excerpt_plan describes
+    them, read in one Python generator. Tracks shorter than an excerpt are zero-padded.
+
+    The plan is drawn from a generator seeded with (seed, *key) each time the data set is iterated
+    (`key`: scalar int64 tensors, such as the epoch and pass of `training_dataset`, so that the draws
+    depend on them alone). data.tfio_reader.tfio_excerpts yields the same excerpts, decoded in parallel.
+    """
+    tracks = [readable(t) for t in tracks]
+
     def generate(*values):
-        nonlocal rng
         rng = np.random.default_rng([seed, *(int(v) for v in values)])
-        if not random:
-            for track in tracks:
-                for start in range(0, max(1, track.nb_samples - nb_samples + 1), nb_samples):
-                    excerpt = track.read(start, nb_samples)
-                    yield excerpt["mixture"], excerpt["vocals"]
-        elif interleave:
-            for _ in range(excerpts_per_track):               # one excerpt of every track per round
-                for index in rng.permutation(len(tracks)):
-                    yield random_excerpt(tracks[index])
-        else:
-            for index in rng.permutation(len(tracks)):         # a track's excerpts one after another
-                for _ in range(excerpts_per_track):
-                    yield random_excerpt(tracks[index])
+        for vocals, accompaniment in excerpt_plan(tracks, nb_samples, excerpts_per_track, rng, random,
+                                                  augment, interleave):
+            yield read_excerpt(tracks, vocals, accompaniment, nb_samples)
 
     spec = tf.TensorSpec((nb_samples, None), tf.float32)              # channel count may vary
     return tf.data.Dataset.from_generator(generate, args=key or None, output_signature=(spec, spec))
