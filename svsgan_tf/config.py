@@ -24,6 +24,7 @@ RETIRED = {"model.channel_basis": "left_right", "model.context_frames": 0, "data
 RETIRED_TAG = "experiments-2026-12 (commit f5b77d0)"
 TARGETS = ("vocals", "accompaniment")                  # the stems every separator returns, in order
 TRAINING_TARGETS = ("magnitude", "phase_sensitive")   # what G estimates (data.target)
+READERS = ("python", "tfio")                            # how training excerpts are read (data.reader)
 
 
 # G's and D's optimizer (train.optimizer); sgd_momentum is SGD with momentum 0.9
@@ -154,6 +155,11 @@ class DataConfig:
     data.waveform_excerpts), so that the shuffle buffers, which hold a few dozen excerpts, mix many
     songs; without it (the default, which older runs used) a track's excerpts come one after another
     and a buffer holds two or three songs.
+
+    `reader` is how training excerpts are read: "python" (one generator thread; every format, data
+    sets small enough are decoded into memory once) or "tfio" (WAV/FLAC stems at the model's rate,
+    streamed and decoded by tensorflow-io in tf.data maps, `parallel_reads` at a time, 0: autotuned;
+    the same excerpts, see data.tfio_reader).
     """
 
     source: str = "synthetic"
@@ -171,6 +177,8 @@ class DataConfig:
     extra_sources: tuple[str, ...] = ()
     target: str = "magnitude"
     interleave_tracks: bool = False
+    reader: str = "python"
+    parallel_reads: int = 0
 
     def validate(self) -> None:
         _check(self.nb_tracks > 0, "data.nb_tracks", self.nb_tracks, "must be > 0")
@@ -187,6 +195,8 @@ class DataConfig:
                "data.gain_range", list(self.gain_range), "must be [low, high] with 0 < low <= high")
         _check(self.target in TRAINING_TARGETS, "data.target", self.target,
                f"unknown target, expected one of {', '.join(TRAINING_TARGETS)}")
+        _check(self.reader in READERS, "data.reader", self.reader, f"expected one of {', '.join(READERS)}")
+        _check(self.parallel_reads >= 0, "data.parallel_reads", self.parallel_reads, "must be >= 0 (0: autotune)")
 
 
 @dataclass

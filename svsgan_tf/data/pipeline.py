@@ -138,6 +138,18 @@ def waveform_excerpts(tracks: Sequence[TrackLike], nb_samples: int, excerpts_per
     return tf.data.Dataset.from_generator(generate, args=key or None, output_signature=(spec, spec))
 
 
+def excerpt_reader(data: DataConfig):
+    """Step 1's reader that data.reader names: waveform_excerpts, or tfio_reader.tfio_excerpts with
+    data.parallel_reads (same arguments, same excerpts)."""
+    if data.reader == "python":
+        return waveform_excerpts
+    import functools
+
+    from svsgan_tf.data.tfio_reader import tfio_excerpts
+
+    return functools.partial(tfio_excerpts, parallel_reads=data.parallel_reads or None)
+
+
 def split_channels(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Step 2: (nb_samples, nb_channels) pairs -> one mono (nb_samples,) pair per channel."""
     return dataset.map(lambda m, v: (tf.transpose(m), tf.transpose(v))).unbatch()
@@ -256,10 +268,10 @@ def training_dataset(tracks: Sequence[TrackLike], config: Config, seed: int | No
     def one_pass(epoch, index):
         # every random draw of this pass, in NumPy and in tf.data, is seeded by (seed, epoch, index)
         mixed = (tf.constant(seed, tf.int64) * 1_000_003 + epoch) * 1_009 + index
-        dataset = waveform_excerpts(tracks, excerpt_samples(stft, data.excerpt_frames),
-                                    data.excerpts_per_track, seed, random=True,
-                                    augment=data if data.augment else None, interleave=data.interleave_tracks,
-                                    key=(epoch, index))
+        dataset = excerpt_reader(data)(tracks, excerpt_samples(stft, data.excerpt_frames),
+                                       data.excerpts_per_track, seed, random=True,
+                                       augment=data if data.augment else None, interleave=data.interleave_tracks,
+                                       key=(epoch, index))
         dataset = channel_examples(dataset, config)
         if config.shuffles_frames:
             dataset = shuffle_frames(dataset, data.excerpt_frames, data.shuffle_buffer, mixed)

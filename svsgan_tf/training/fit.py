@@ -50,7 +50,8 @@ def load_tracks(config: Config, quiet: bool = False):
     """(training tracks, validation tracks) for config.data.source plus config.data.extra_sources.
 
     The source's train subset is split: its last `validation_tracks` songs are held out. Small sets are
-    decoded into memory once; unusable tracks are skipped with a warning and listed at the end.
+    decoded into memory once (with data.reader=tfio only the validation songs; the training songs
+    stream from their files); unusable tracks are skipped with a warning and listed at the end.
     """
     data = config.data
     if data.source == "synthetic":
@@ -58,16 +59,22 @@ def load_tracks(config: Config, quiet: bool = False):
         return tracks[data.validation_tracks:], tracks[:data.validation_tracks]
     from svsgan_tf.data.datasets import load_dataset, materialize
 
+    def decoded(tracks):          # the tfio reader streams training songs from their files
+        return materialize(tracks, quiet=quiet) if data.reader == "python" else (list(tracks), [])
+
     report = load_dataset(data.source, "train", config.stft.sample_rate)
-    tracks, skipped = materialize(report.tracks, quiet=quiet)
+    tracks, skipped = decoded(report.tracks)
     if len(tracks) <= data.validation_tracks:
         raise DataError(f"{data.source}: {len(tracks)} usable tracks, need more than "
                         f"data.validation_tracks={data.validation_tracks}")
     split = len(tracks) - data.validation_tracks
     training, validation = tracks[:split], tracks[split:]
+    if data.reader != "python" and validation:             # scored whole after every epoch: in memory
+        validation, validation_skipped = materialize(validation, quiet=quiet)
+        skipped += validation_skipped
     for extra in data.extra_sources:
         extra_report = load_dataset(extra, "train", config.stft.sample_rate)
-        extra_tracks, extra_skipped = materialize(extra_report.tracks, quiet=quiet)
+        extra_tracks, extra_skipped = decoded(extra_report.tracks)
         training += extra_tracks
         skipped += extra_report.skipped + extra_skipped
     skipped = report.skipped + skipped
