@@ -188,13 +188,14 @@ def trial_metric(out, trial_id, name):
 def test_a_results_folder_of_another_search_or_of_something_else_is_refused(tmp_path):
     from svsgan_tf.config import Config
     from tests.test_cli import assert_one_line_error
-    from tuning.search import check_search_folder, search_identity
+    from tuning.search import check_search_folder, search_identity, write_search_file
     from tuning.space import SPACE
 
     out = tmp_path / "search"
-    check_search_folder(str(out), search_identity("random", Config(), SPACE))
+    assert check_search_folder(str(out), search_identity("random", Config(), SPACE)) is False     # new
+    write_search_file(str(out), search_identity("random", Config(), SPACE))
     before = (out / "search.json").read_text()
-    check_search_folder(str(out), search_identity("random", Config(), SPACE))      # the same search resumes
+    assert check_search_folder(str(out), search_identity("random", Config(), SPACE)) is True      # resumes
     for extra, problem in ((["--tuner", "bayesian"], "tuner"), (["--set", "train.seed=7"], "train.seed")):
         result = subprocess.run([sys.executable, "-m", "tuning.search", "--out", str(out), *extra],
                                 capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -219,3 +220,27 @@ def test_hyperband_refuses_a_space_that_searches_the_epochs(tmp_path):
                             timeout=300)
     assert_one_line_error(result, "gan_epochs", "hyperband chooses the epochs")
     assert not (tmp_path / "search").exists()
+
+
+def test_an_unknown_tuner_or_too_few_songs_to_hold_out_are_one_line_errors(tmp_path):
+    import soundfile as sf
+
+    from svsgan_tf.data.synthetic import make_track
+    from tests.test_cli import assert_one_line_error
+
+    result = subprocess.run([sys.executable, "-m", "tuning.search", "--tuner", "grid", "--out", str(tmp_path / "s")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 2 and "invalid choice: 'grid'" in result.stderr and "Traceback" not in result.stderr
+    for seed in (1, 2):
+        track = make_track(seed, duration=1.0, sample_rate=8000)
+        song = tmp_path / "data" / f"song{seed}"
+        song.mkdir(parents=True)
+        sf.write(song / "mixture.wav", track.mixture, 8000)
+        sf.write(song / "vocals.wav", track.vocals, 8000)
+    flags = [item for key, value in {**TINY, "data.source": f"folder:{tmp_path / 'data'}",
+                                     "data.validation_tracks": 2}.items()
+             for item in ("--set", f"{key}={json.dumps(value)}")]
+    result = subprocess.run([sys.executable, "-m", "tuning.search", "--out", str(tmp_path / "search"), "--quiet",
+                             *flags], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert_one_line_error(result, "2 usable tracks", "data.validation_tracks=2")
+    assert not (tmp_path / "search").exists() and not (tmp_path / "s").exists()

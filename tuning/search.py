@@ -74,10 +74,11 @@ def search_identity(tuner: str, config, space: dict) -> dict:
                                   "space": {name: dataclasses.asdict(hp) for name, hp in space.items()}}))
 
 
-def check_search_folder(out: str, identity: dict) -> None:
-    """Write `out`/search.json for a new search; for an existing one, SVSGANError (one line, nothing
-    touched) when `out` holds another search's results or results this tool did not write."""
-    from svsgan_tf.io_utils import atomic_write_text, read_json
+def check_search_folder(out: str, identity: dict) -> bool:
+    """True when `out` holds this same search (it resumes), False when it is new (absent or empty);
+    SVSGANError (one line, nothing touched) when it holds another search's results (per its
+    search.json) or anything else."""
+    from svsgan_tf.io_utils import read_json
 
     path = os.path.join(out, SEARCH_FILE)
     if os.path.isfile(path):
@@ -90,12 +91,19 @@ def check_search_folder(out: str, identity: dict) -> None:
                         and (found.get("config") or {}).get(section, {}).get(key) != sections[section][key]]
             raise cli.SVSGANError(f"{out}: holds the results of a different search ({', '.join(differs) or 'its settings'} "
                                   "differ); choose another --out, or repeat that search's own arguments to resume it")
-        return
+        return True
     if os.path.isdir(out) and os.listdir(out):
         raise cli.SVSGANError(f"{out}: not empty and not a tuning.search results folder (no {SEARCH_FILE}); "
                               "choose another --out")
+    return False
+
+
+def write_search_file(out: str, identity: dict) -> None:
+    """Start a new search folder with its search.json (check_search_folder reads it on resume)."""
+    from svsgan_tf.io_utils import atomic_write_text
+
     os.makedirs(out, exist_ok=True)
-    atomic_write_text(path, json.dumps(identity, indent=2) + "\n")
+    atomic_write_text(os.path.join(out, SEARCH_FILE), json.dumps(identity, indent=2) + "\n")
 
 
 def trial_run(trial) -> dict:
@@ -206,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         space = fixed_epochs(space, config, args.space)
         config = config.replace(**{f"train.{name}": space[name].values[0]
                                    for name in ("pretrain_epochs", "gan_epochs")}).validate()
-    check_search_folder(args.out, search_identity(args.tuner, config, space))
+    identity = search_identity(args.tuner, config, space)
+    resuming = check_search_folder(args.out, identity)
     cli.start_tensorflow(quiet=False)                   # --quiet drops the progress bars, not the line per trial
     from svsgan_tf.io_utils import atomic_write_text
     from svsgan_tf.runtime import set_seed
@@ -224,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                               f"({', '.join(t.name for t in validation)}) are silent, so there is no val_sdr, "
                               "the search's objective")
     hypermodel = SVSGANHyperModel(config, tracks, validation, strategy=args.strategy, space=space)
+    if not resuming:                                 # only once the data and settings are known good
+        write_search_file(args.out, identity)
     tuner = make_tuner(args.tuner, hypermodel, args.trials, args.out, config.train.seed)
     tuner.search(verbose=0 if args.quiet else 1)
     best = tuner.get_best_hyperparameters(1)[0]
