@@ -5,7 +5,7 @@ Writes bench/bench_input_pipeline.json beside this script. The folder is MIR-1K 
 swaps) and interleaved tracks, as the shipped recipes train. Rows: the Python reader streaming from the
 files (what it does for a data set too big for memory), the Python reader on songs decoded into memory
 first (what it does for small sets; the decoding time is reported apart), and the tfio reader with 1, 2
-and autotuned parallel reads. Each row counts excerpts (step 1 alone) and whole training batches
+and 4 parallel lanes. Each row counts excerpts (step 1 alone) and whole training batches
 (excerpts, STFT, shuffling and batching) per second, after a warm-up, best of `--repeats`; the load
 average is recorded with every row.
 """
@@ -65,7 +65,7 @@ def main() -> None:
                                            ("python, songs decoded into memory first", in_memory, "python", 0),
                                            ("tfio, 1 parallel read", files, "tfio", 1),
                                            ("tfio, 2 parallel reads", files, "tfio", 2),
-                                           ("tfio, autotuned parallel reads", files, "tfio", 0)):
+                                           ("tfio, 4 parallel reads", files, "tfio", 4)):
         data = config.replace(**{"data.reader": reader, "data.parallel_reads": parallel}).validate()
         excerpts = pipeline.excerpt_reader(data.data)(tracks, nb_samples, 64, 0, random=True, augment=data.data,
                                                       interleave=True).prefetch(tf.data.AUTOTUNE)

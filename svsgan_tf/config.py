@@ -158,7 +158,7 @@ class DataConfig:
 
     `reader` is how training excerpts are read: "python" (one generator thread; every format, data
     sets small enough are decoded into memory once) or "tfio" (WAV/FLAC stems at the model's rate,
-    streamed and decoded by tensorflow-io in tf.data maps, `parallel_reads` at a time, 0: autotuned;
+    streamed and decoded by tensorflow-io in `parallel_reads` tf.data lanes side by side, 0: one per core;
     the same excerpts, see data.tfio_reader).
     """
 
@@ -196,7 +196,7 @@ class DataConfig:
         _check(self.target in TRAINING_TARGETS, "data.target", self.target,
                f"unknown target, expected one of {', '.join(TRAINING_TARGETS)}")
         _check(self.reader in READERS, "data.reader", self.reader, f"expected one of {', '.join(READERS)}")
-        _check(self.parallel_reads >= 0, "data.parallel_reads", self.parallel_reads, "must be >= 0 (0: autotune)")
+        _check(self.parallel_reads >= 0, "data.parallel_reads", self.parallel_reads, "must be >= 0 (0: one per CPU core)")
 
 
 @dataclass

@@ -91,7 +91,7 @@ class SVSGANHyperModel(kt.HyperModel):
         `wall_seconds` (this call's), `best_epoch` and `g_steps` (G's optimizer steps so far).
         """
         from svsgan_tf.training.backup import ResumableBackup, last_good_backup
-        from svsgan_tf.training.distribute import make_strategy
+        from svsgan_tf.training.distribute import is_chief, make_strategy
         from svsgan_tf.training.fit import fit_svsgan
 
         config = self.trial_config(hp)
@@ -104,10 +104,11 @@ class SVSGANHyperModel(kt.HyperModel):
             if start_from is None or start_from.epoch != initial_epoch:
                 raise ConfigError(f"{backup_dir}: no backup after epoch {initial_epoch} to continue this "
                                   "Hyperband round from")
-        if trial_dir is not None:
-            callbacks.append(ResumableBackup(os.path.join(trial_dir, "backup"), start_from))
+        strategy = make_strategy(self.strategy)
+        if trial_dir is not None:            # only the chief keeps backups, as in training.fit.train
+            callbacks.append(ResumableBackup(os.path.join(trial_dir, "backup"), start_from, keep=is_chief(strategy)))
         started = time.perf_counter()
-        history = fit_svsgan(model, config, self.tracks, self.validation_tracks, make_strategy(self.strategy),
+        history = fit_svsgan(model, config, self.tracks, self.validation_tracks, strategy,
                              lambda validation: callbacks, first_epoch=initial_epoch, last_epoch=last_epoch,
                              input_statistics=start_from is None, verbose=kwargs.pop("verbose", "auto"))
         scores = np.asarray(history.history.get("val_sdr", [np.nan]), dtype=float)

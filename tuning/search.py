@@ -64,12 +64,15 @@ def fixed_epochs(space: dict, config, source: str | None) -> dict:
 
 
 SEARCH_FILE = "search.json"
+READER_KEYS = ("reader", "parallel_reads")
 
 
 def search_identity(tuner: str, config, space: dict) -> dict:
     """What makes two searches the same one: the tuner, every fixed setting and the search space."""
     fixed = json.loads(config.to_json())
     fixed.pop("git_commit", None)
+    for key in READER_KEYS:                   # the readers give the same excerpts: either resumes a search
+        fixed["data"].pop(key, None)
     return json.loads(json.dumps({"tuner": tuner, "config": fixed,
                                   "space": {name: dataclasses.asdict(hp) for name, hp in space.items()}}))
 
@@ -93,8 +96,10 @@ def check_search_folder(out: str, identity: dict) -> bool:
                                   "differ); choose another --out, or repeat that search's own arguments to resume it")
         return True
     if os.path.isdir(out) and os.listdir(out):
-        raise cli.SVSGANError(f"{out}: not empty and not a tuning.search results folder (no {SEARCH_FILE}); "
-                              "choose another --out")
+        kind = ("a KerasTuner project without the search.json that identifies a search (an older version's "
+                "or another tool's)" if os.path.isfile(os.path.join(out, "oracle.json"))
+                else f"not a tuning.search results folder (no {SEARCH_FILE})")
+        raise cli.SVSGANError(f"{out}: not empty and {kind}; choose another --out")
     return False
 
 

@@ -14,6 +14,7 @@ resampling stay with the Python reader, and are refused here in one line.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Sequence
 
 import numpy as np
@@ -109,8 +110,8 @@ def tfio_excerpts(tracks: Sequence, nb_samples: int, excerpts_per_track: int, se
                   sample_rate: int | None = None, parallel_reads: int | None = None,
                   shard: tuple[int, int] = (1, 0)) -> tf.data.Dataset:
     """Step 1 with tensorflow-io: the (mixture, vocals) excerpts, each (nb_samples, nb_channels)
-    float32, that pipeline.waveform_excerpts yields for the same arguments, decoded by a map running
-    `parallel_reads` calls at a time (None: tf.data.AUTOTUNE), in the plan's order.
+    float32, that pipeline.waveform_excerpts yields for the same arguments, in the plan's order,
+    decoded in `parallel_reads` lanes side by side (None: one per CPU core).
 
     shard=(nb_shards, index) keeps every nb_shards-th entry of the plan from `index` (a worker's share).
     """
@@ -152,4 +153,13 @@ def tfio_excerpts(tracks: Sequence, nb_samples: int, excerpts_per_track: int, se
         mixture, vocals = tf.cond(a_track < 0, own, mixed)
         return tf.ensure_shape(mixture, (nb_samples, None)), tf.ensure_shape(vocals, (nb_samples, None))
 
-    return entries.map(read, num_parallel_calls=parallel_reads or tf.data.AUTOTUNE, deterministic=True)
+    # An AudioIOTensor op keeps one file resource per op and re-opens it on every call, so two calls of one
+    # map function at once can read each other's file (tensorflow/io issues 1647, 1764). Each lane is
+    # its own map, traced apart (its own ops), whose calls run one at a time; the lanes run side by side
+    # (prefetch threads) and are read round robin, which restores the plan's order.
+    lanes = parallel_reads or os.cpu_count() or 1
+    if lanes == 1:
+        return entries.map(read)
+    return tf.data.Dataset.choose_from_datasets(
+        [entries.shard(lanes, index).map(read).prefetch(2) for index in range(lanes)],
+        tf.data.Dataset.range(lanes).repeat(), stop_on_empty_dataset=True)

@@ -150,7 +150,8 @@ def write_backup(backup_dir: str, model, epoch: int, previous: Backup | None) ->
         fsync_file(tmp)
     backup = Backup(epoch, path, file_sha256(path))
     state = {"epoch": epoch, "weights": os.path.basename(path), "sha256": backup.sha256}
-    if previous is not None and previous.epoch != epoch and os.path.isfile(previous.weights):
+    if (previous is not None and previous.epoch != epoch and os.path.isfile(previous.weights)
+            and os.path.samefile(os.path.dirname(previous.weights), backup_dir)):   # not another run's
         state["previous"] = {"epoch": previous.epoch, "weights": os.path.basename(previous.weights),
                              "sha256": previous.sha256}
     atomic_write_text(os.path.join(backup_dir, STATE_FILE), json.dumps(state, indent=2) + "\n")

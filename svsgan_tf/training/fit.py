@@ -144,8 +144,10 @@ def fit_svsgan(model: SVSGAN, config: Config, tracks: Sequence, validation_track
         tracks, config, first_epoch=first_epoch, nb_epochs=last_epoch - first_epoch))
     valid_ds = (distribute.shard_by_data(data_lib.validation_dataset(validation_tracks, config))
                 if validation_tracks else None)
-    if input_statistics:
-        model.generator.set_input_statistics(*data_lib.input_statistics(train_ds))
+    if input_statistics:               # from the schedule's first batches, wherever this call starts or stops
+        whole = (train_ds if first_epoch == 0 and last_epoch == config.train.epochs else distribute.shard_by_data(
+            data_lib.training_dataset(tracks, config, nb_epochs=config.train.epochs)))
+        model.generator.set_input_statistics(*data_lib.input_statistics(whole))
     validation = ValidationSDR(validation_tracks, config) if validation_tracks else None
     callbacks = [PhaseSchedule(config)] + ([validation] if validation is not None else [])
     callbacks += list(extra_callbacks(validation))
