@@ -128,25 +128,38 @@ PLOTTED = ("batch_size", "optimizer", "g_learning_rate", "adversarial_weight")
 
 def plot_trials(rows: list[dict], path: str) -> None:
     """val_sdr of each scored trial against the main hyperparameters (PLOTTED), one panel each, to `path`
-    (a PNG, written atomically)."""
+    (a PNG, written atomically). Batch sizes and choices are evenly spaced categories; trials more than
+    1 dB below the median (diverged ones) are drawn on the lower edge as triangles, so that they do
+    not flatten the others."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     from svsgan_tf.io_utils import atomic_path
 
     scored = [row for row in rows if row.get("val_sdr") is not None]
+    scores = np.array([row["val_sdr"] for row in scored], dtype=float)
+    floor = scores[scores >= np.median(scores) - 1.0].min() - 0.05 if len(scores) else 0.0
+    low = scores < floor
+    shown = np.maximum(scores, floor)
     fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4 * len(PLOTTED), 3.2), sharey=True)
     for axis, name in zip(axes, PLOTTED):
         values = [row.get(name) for row in scored]
-        if all(isinstance(v, (int, float)) for v in values):
-            axis.scatter(values, [row["val_sdr"] for row in scored])
-            axis.set_xscale("log" if name != "adversarial_weight" else "linear")
+        if name == "g_learning_rate" and all(isinstance(v, (int, float)) for v in values):
+            positions = np.array(values, dtype=float)
+            axis.set_xscale("log")
         else:
-            labels = sorted({str(v) for v in values})
-            axis.scatter([labels.index(str(v)) for v in values], [row["val_sdr"] for row in scored])
-            axis.set_xticks(range(len(labels)), labels, rotation=30)
+            labels = sorted({v for v in values}, key=lambda v: (isinstance(v, str), v if not isinstance(v, str) else 0,
+                                                                 str(v)))
+            positions = np.array([labels.index(v) for v in values], dtype=float)
+            axis.set_xticks(range(len(labels)), [str(v) for v in labels], rotation=30 if name == "optimizer" else 0)
+            axis.set_xlim(-0.5, len(labels) - 0.5)
+        axis.scatter(positions[~low], shown[~low], alpha=0.7)
+        if low.any():
+            axis.scatter(positions[low], shown[low], marker="v", color="tab:red", label=f"{low.sum()} below")
+            axis.legend(loc="best", fontsize=8)
         axis.set_xlabel(name)
     axes[0].set_ylabel("val_sdr (dB, held-out songs)")
     fig.tight_layout()
