@@ -3,8 +3,8 @@ from setuptools import find_packages, setup
 
 # Why TensorFlow is pinned to 2.16.2: tensorflow-io 0.37.1 is its last release and its compiled ops
 # load only against TensorFlow 2.16/2.17; from TensorFlow 2.18 on they fail with "undefined symbol".
-# tensorflow-io is part of the user's design (a parallel input pipeline reading audio inside tf.data),
-# but no module imports it yet: it is installed, and the pin is kept, for that pipeline to come.
+# tensorflow-io is part of the user's design: svsgan_tf/data/tfio_reader.py (data.reader=tfio) decodes
+# training excerpts of WAV/FLAC stems with it inside tf.data.
 # tensorflow-serving-api follows TensorFlow's version (2.16.1 is the release that matches 2.16.x and
 # it requires `tensorflow`, not `tensorflow-cpu`), and TensorFlow 2.16 is the first to use Keras 3.
 # numpy < 2 because TensorFlow 2.16 is built against the NumPy 1.x ABI.
