@@ -24,7 +24,8 @@ class SVSGANHyperModel(kt.HyperModel):
             and each hyperparameter's default is its value here.
         tracks, validation_tracks: training and validation songs (the objective is `val_sdr`, the
             validation songs' median vocals SDR after each epoch; `val_kl` is logged too).
-        strategy: a tf.distribute strategy or its name (see svsgan_tf.training.distribute.make_strategy).
+        strategy: a tf.distribute strategy or its name (see svsgan_tf.training.distribute.make_strategy),
+            resolved once here: every trial builds and trains in that one strategy.
         space: {name: tuning.space.Hyperparameter}, default tuning.space.SPACE (see `--space`).
     """
 
@@ -37,7 +38,9 @@ class SVSGANHyperModel(kt.HyperModel):
                               "objective is their val_sdr")
         self.tracks = tracks
         self.validation_tracks = validation_tracks
-        self.strategy = strategy
+        from svsgan_tf.training.distribute import make_strategy
+
+        self.strategy = make_strategy(strategy)
         self.space = dict(SPACE if space is None else space)
 
     def declare(self, hp) -> dict:
@@ -70,11 +73,10 @@ class SVSGANHyperModel(kt.HyperModel):
 
     def build(self, hp):
         """An SVSGAN compiled with the trial's optimizer, inside the strategy scope."""
-        from svsgan_tf.training.distribute import make_strategy
         from svsgan_tf.training.fit import build_svsgan
 
         config = self.trial_config(hp)
-        with make_strategy(self.strategy).scope():
+        with self.strategy.scope():
             return build_svsgan(config)
 
     def fit(self, hp, model, *args, epochs: int | None = None, initial_epoch: int = 0,
@@ -91,7 +93,7 @@ class SVSGANHyperModel(kt.HyperModel):
         `wall_seconds` (this call's), `best_epoch` and `g_steps` (G's optimizer steps so far).
         """
         from svsgan_tf.training.backup import ResumableBackup, last_good_backup
-        from svsgan_tf.training.distribute import is_chief, make_strategy
+        from svsgan_tf.training.distribute import is_chief
         from svsgan_tf.training.fit import fit_svsgan
 
         config = self.trial_config(hp)
@@ -99,16 +101,16 @@ class SVSGANHyperModel(kt.HyperModel):
         callbacks = list(kwargs.pop("callbacks", []))
         start_from = None
         if initial_epoch:
-            backup_dir = os.path.join(previous_trial_dir or "", "backup")
-            start_from = last_good_backup(backup_dir) if previous_trial_dir else None
+            backup_dir = os.path.join(previous_trial_dir or "<no continued trial>", "backup")
+            start_from = last_good_backup(backup_dir)
             if start_from is None or start_from.epoch != initial_epoch:
                 raise ConfigError(f"{backup_dir}: no backup after epoch {initial_epoch} to continue this "
                                   "Hyperband round from")
-        strategy = make_strategy(self.strategy)
         if trial_dir is not None:            # only the chief keeps backups, as in training.fit.train
-            callbacks.append(ResumableBackup(os.path.join(trial_dir, "backup"), start_from, keep=is_chief(strategy)))
+            callbacks.append(ResumableBackup(os.path.join(trial_dir, "backup"), start_from,
+                                             keep=is_chief(self.strategy)))
         started = time.perf_counter()
-        history = fit_svsgan(model, config, self.tracks, self.validation_tracks, strategy,
+        history = fit_svsgan(model, config, self.tracks, self.validation_tracks, self.strategy,
                              lambda validation: callbacks, first_epoch=initial_epoch, last_epoch=last_epoch,
                              input_statistics=start_from is None, verbose=kwargs.pop("verbose", "auto"))
         scores = np.asarray(history.history.get("val_sdr", [np.nan]), dtype=float)
@@ -139,10 +141,6 @@ class TrialRunner:
                         result["wall_seconds"], 1 + sum(t.status == "COMPLETED" for t in self.oracle.trials.values()))
         return results
 
-    def _build_hypermodel(self, hp):
-        # a continued trial's weights (and optimizer state) are restored in fit, not here
-        return kt.Tuner._build_hypermodel(self, hp)
-
 
 class SVSGANRandomSearch(TrialRunner, kt.RandomSearch):
     """Random search over SVSGANHyperModel's space."""
@@ -156,6 +154,10 @@ class SVSGANHyperband(TrialRunner, kt.Hyperband):
     """Hyperband over SVSGANHyperModel's space; each round continues the previous round's run."""
 
     continues_rounds = True
+
+    def _build_hypermodel(self, hp):
+        # a continued trial's weights (and optimizer state) are restored in fit, not here
+        return kt.Tuner._build_hypermodel(self, hp)
 
 
 TUNERS = {"random": SVSGANRandomSearch, "bayesian": SVSGANBayesianOptimization, "hyperband": SVSGANHyperband}

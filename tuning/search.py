@@ -87,12 +87,9 @@ def check_search_folder(out: str, identity: dict) -> bool:
     if os.path.isfile(path):
         found = read_json(path, cli.SVSGANError, path)
         if found != identity:
-            differs = [key for key in ("tuner", "space") if found.get(key) != identity[key]]
-            sections = identity["config"]
-            differs += [f"config {section}.{key}" for section in sections
-                        for key in sections[section] if isinstance(sections[section], dict)
-                        and (found.get("config") or {}).get(section, {}).get(key) != sections[section][key]]
-            raise cli.SVSGANError(f"{out}: holds the results of a different search ({', '.join(differs) or 'its settings'} "
+            ours, theirs = flat(identity), flat(found)
+            differs = sorted(key for key in ours.keys() | theirs.keys() if ours.get(key) != theirs.get(key))
+            raise cli.SVSGANError(f"{out}: holds the results of a different search ({', '.join(differs)} "
                                   "differ); choose another --out, or repeat that search's own arguments to resume it")
         return True
     if os.path.isdir(out) and os.listdir(out):
@@ -101,6 +98,14 @@ def check_search_folder(out: str, identity: dict) -> bool:
                 else f"not a tuning.search results folder (no {SEARCH_FILE})")
         raise cli.SVSGANError(f"{out}: not empty and {kind}; choose another --out")
     return False
+
+
+def flat(value, prefix: str = "") -> dict:
+    """{"a.b.c": leaf} for a JSON value of nested objects (lists are leaves)."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    return {key: leaf for name, item in value.items() for key, leaf in flat(item, f"{prefix}{name}.").items()} \
+        if value else {prefix: value}
 
 
 def write_search_file(out: str, identity: dict) -> None:
@@ -121,6 +126,11 @@ def trial_run(trial) -> dict:
     seconds = last("wall_seconds")
     return {"epochs": int(last("epochs_trained") or 0), "best_epoch": last("best_epoch") and int(last("best_epoch")),
             "wall_seconds": None if seconds is None else round(float(seconds), 1)}
+
+
+def choice_order(values) -> list:
+    """The distinct values of a hyperparameter in display order: numbers ascending, then strings."""
+    return sorted(set(values), key=lambda v: (isinstance(v, str), 0 if isinstance(v, str) else v, str(v)))
 
 
 PLOTTED = ("batch_size", "optimizer", "g_learning_rate", "adversarial_weight")
@@ -151,8 +161,7 @@ def plot_trials(rows: list[dict], path: str) -> None:
             positions = np.array(values, dtype=float)
             axis.set_xscale("log")
         else:
-            labels = sorted({v for v in values}, key=lambda v: (isinstance(v, str), v if not isinstance(v, str) else 0,
-                                                                 str(v)))
+            labels = choice_order(values)
             positions = np.array([labels.index(v) for v in values], dtype=float)
             axis.set_xticks(range(len(labels)), [str(v) for v in labels], rotation=30 if name == "optimizer" else 0)
             axis.set_xlim(-0.5, len(labels) - 0.5)
@@ -205,8 +214,7 @@ def group_table(rows: list[dict]) -> str:
     scored = [row for row in rows if row.get("val_sdr") is not None]
     lines = ["| hyperparameter | value | trials | best val_sdr | median val_sdr |", "|---|---|---|---|---|"]
     for name in GROUPED:
-        values = {row.get(name) for row in scored if name in row}
-        values = sorted(values, key=lambda v: (isinstance(v, str), v if not isinstance(v, str) else 0, str(v)))
+        values = choice_order(row.get(name) for row in scored if name in row)
         if len(values) < 2:
             continue
         for value in values:
@@ -237,8 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     cli.start_tensorflow(quiet=False)                   # --quiet drops the progress bars, not the line per trial
     from svsgan_tf.io_utils import atomic_write_text
     from svsgan_tf.runtime import set_seed
+    from svsgan_tf.training.distribute import make_strategy
     from svsgan_tf.training.fit import load_tracks
     from tuning.hypermodel import SVSGANHyperModel
+
+    strategy = make_strategy(args.strategy)              # first: a cluster must form before any op
 
     set_seed(config.train.seed)
     tracks, validation = load_tracks(config, quiet=args.quiet)
@@ -250,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         raise cli.SVSGANError(f"{config.data.source}: the vocals of every validation song "
                               f"({', '.join(t.name for t in validation)}) are silent, so there is no val_sdr, "
                               "the search's objective")
-    hypermodel = SVSGANHyperModel(config, tracks, validation, strategy=args.strategy, space=space)
+    hypermodel = SVSGANHyperModel(config, tracks, validation, strategy=strategy, space=space)
     if not resuming:                                 # only once the data and settings are known good
         write_search_file(args.out, identity)
     tuner = make_tuner(args.tuner, hypermodel, args.trials, args.out, config.train.seed)

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_io as tfio
 
 from svsgan_tf.config import DataConfig
 from svsgan_tf.data.pipeline import Cut, excerpt_plan
@@ -29,6 +30,14 @@ logger = logging.getLogger(__name__)
 # soundfile subtype -> (the dtype tensorflow-io decodes it to, the scale soundfile's float32 reading uses)
 DTYPES = {"PCM_16": (tf.int16, 32768.0), "PCM_24": (tf.int32, 2.0 ** 31), "FLOAT": (tf.float32, 1.0)}
 STEMS = ("vocals", "accompaniment", "mixture")      # rows of the file table
+
+
+def dtype_code(path: str, subtype: str) -> int:
+    """The index in DTYPES of a file's sample format; DataError naming the file for another one."""
+    if subtype not in DTYPES:
+        raise DataError(f"{path}: {subtype} samples; data.reader=tfio reads {', '.join(DTYPES)} "
+                        "(use data.reader=python)")
+    return list(DTYPES).index(subtype)
 
 
 class FileTable:
@@ -54,14 +63,8 @@ class FileTable:
                                 f"{sample_rate} Hz; data.reader=tfio does not resample (use data.reader=python)")
             files = {"vocals": track.sources["vocals"], "accompaniment": track.sources["accompaniment"],
                      "mixture": [track.mixture_file] if track.mixture_file else []}
-            for paths in files.values():
-                for path in paths:
-                    subtype = sf.info(path).subtype
-                    if subtype not in DTYPES:
-                        raise DataError(f"{path}: {subtype} samples; data.reader=tfio reads "
-                                        f"{', '.join(DTYPES)} (use data.reader=python)")
             rows.append([list(files[stem]) for stem in STEMS])
-            codes.append([[list(DTYPES).index(sf.info(p).subtype) for p in files[stem]] for stem in STEMS])
+            codes.append([[dtype_code(path, sf.info(path).subtype) for path in files[stem]] for stem in STEMS])
             channels.append([track.channel_of.get(stem, -1) for stem in STEMS])
         width = max(1, max(len(paths) for row in rows for paths in row))
         self.paths = tf.constant([[paths + [""] * (width - len(paths)) for paths in row] for row in rows])
@@ -75,7 +78,7 @@ class FileTable:
         """(nb_samples, file channels) float32 from `start`, zero-padded past the end of the file."""
         def decode(dtype, scale):
             def branch():
-                audio = tfio_audio().AudioIOTensor(path, dtype=dtype)
+                audio = tfio.audio.AudioIOTensor(path, dtype=dtype)
                 return tf.cast(audio[start:start + nb_samples], tf.float32) / scale
             return branch
         audio = tf.switch_case(code, [decode(dtype, scale) for dtype, scale in DTYPES.values()])
@@ -96,13 +99,6 @@ class FileTable:
                 return total + audio[:, :channels]
             total = tf.cond(path != "", add, lambda total=total: total)
         return total
-
-
-def tfio_audio():
-    """tensorflow_io.audio, imported when a data set is first read with it."""
-    import tensorflow_io as tfio
-
-    return tfio.audio
 
 
 def tfio_excerpts(tracks: Sequence, nb_samples: int, excerpts_per_track: int, seed: int, random: bool,

@@ -460,8 +460,9 @@ class StreamingSeparator:
     last latency_samples samples. The output, shifted back by latency_samples, equals EdgeSeparator's
     separation of the whole stream when that is one chunk (for longer audio, EdgeSeparator restarts an
     LSTM at each chunk with a warm-up, as the Separator does; the stream never restarts it).
-    It shares the EdgeSeparator's interpreter (when given one): use one of them at a time, from one thread. The state (overlap-add, frames awaiting their network call,
-    an LSTM's h and c) is carried from block to block.
+    It shares the EdgeSeparator's interpreter (when given one): use one of them at a time, from one
+    thread. The state (overlap-add, frames awaiting their network call, an LSTM's h and c) is carried
+    from block to block.
 
     Args:
         path: the .tflite file (or an EdgeSeparator to share).

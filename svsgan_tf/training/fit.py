@@ -132,9 +132,10 @@ def fit_svsgan(model: SVSGAN, config: Config, tracks: Sequence, validation_track
     """Both phases of `model.fit` on `tracks`, as `train` and the tuner's hypermodel run them.
 
     The global batch is checked against the strategy's replicas; the training batches of epochs
-    first_epoch .. last_epoch - 1 (last_epoch defaults to train.epochs; a Hyperband round stops earlier) (drawn from the seed and the epoch, see data.training_dataset) and
-    the validation batches are sharded by data; with `input_statistics`, G's input standardisation is
-    set from the training batches first. The callbacks are the phase schedule, `val_sdr` on
+    first_epoch .. last_epoch - 1 (last_epoch: train.epochs by default, earlier for a Hyperband round;
+    drawn from the seed and the epoch, see data.training_dataset) and the validation batches are sharded
+    by data; with `input_statistics`, G's input standardisation is set from the first batches of the
+    whole schedule, wherever this call starts. The callbacks are the phase schedule, `val_sdr` on
     `validation_tracks` (ValidationSDR, when there are any), then `extra_callbacks(validation)`, which
     may read `val_sdr` from the logs.
     """
@@ -145,9 +146,8 @@ def fit_svsgan(model: SVSGAN, config: Config, tracks: Sequence, validation_track
     valid_ds = (distribute.shard_by_data(data_lib.validation_dataset(validation_tracks, config))
                 if validation_tracks else None)
     if input_statistics:               # from the schedule's first batches, wherever this call starts or stops
-        whole = (train_ds if first_epoch == 0 and last_epoch == config.train.epochs else distribute.shard_by_data(
-            data_lib.training_dataset(tracks, config, nb_epochs=config.train.epochs)))
-        model.generator.set_input_statistics(*data_lib.input_statistics(whole))
+        schedule = data_lib.training_dataset(tracks, config, nb_epochs=config.train.epochs)
+        model.generator.set_input_statistics(*data_lib.input_statistics(distribute.shard_by_data(schedule)))
     validation = ValidationSDR(validation_tracks, config) if validation_tracks else None
     callbacks = [PhaseSchedule(config)] + ([validation] if validation is not None else [])
     callbacks += list(extra_callbacks(validation))
