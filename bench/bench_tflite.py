@@ -2,6 +2,7 @@
 streaming latency, peak memory of the edge runner, and the median vocals SDR on the 50 MUSDB18-7s test clips.
 
     python bench/bench_tflite.py [--out bench/bench_tflite.json] [--folder DIR] [--model NAME=MODEL] [--reuse-sdr]
+                                 [--only-given] [--variants none,int8]
 
 Each variant is converted with `python -m svsgan_tf.tflite` (kept in --folder and reused). Speed: seconds
 of separation per second of audio (EdgeSeparator.separate on the first 30 s song of
@@ -99,8 +100,16 @@ def main() -> None:
                         help="keep the SDR of rows already in --out (measure only the new ones)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=MODEL",
                         help="bench this model too (a folder or a shipped name)")
+    parser.add_argument("--only-given", action="store_true",
+                        help="bench only the --model models (rows of the others in --out are kept)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated quantizations to bench (default {','.join(VARIANTS)})")
     args = parser.parse_args()
-    models = {**MODELS, **dict(item.split("=", 1) for item in args.model)}
+    given = dict(item.split("=", 1) for item in args.model)
+    models = given if args.only_given else {**MODELS, **given}
+    variants = [v for v in args.variants.split(",") if v]
+    if not set(variants) <= set(VARIANTS):
+        sys.exit(f"--variants: expected some of {', '.join(VARIANTS)}")
     previous, document = {}, {}
     if os.path.isfile(args.out):
         with open(args.out) as handle:
@@ -113,7 +122,7 @@ def main() -> None:
     song = os.path.join(songs, sorted(os.listdir(songs))[0], "mix.mp3")
     rows = []
     for name, model in models.items():
-        for quantize in VARIANTS:
+        for quantize in variants:
             path = os.path.join(args.folder, f"{name}_{quantize}.tflite")
             row = {"model": name, "quantize": quantize, "convert_seconds": round(convert(model, quantize, path), 1),
                    "size_mb": round(os.path.getsize(path) / 1e6, 2)}
@@ -131,9 +140,10 @@ def main() -> None:
                            sdr_measured_by_an_earlier_run=True)
             rows.append(row)
             print(json.dumps(row), flush=True)
-            # written after each row, atomically: a kill keeps what was measured; rows of models not
-            # benched this time are kept
-            kept = [r for key, r in previous.items() if key[0] not in models]
+            # written after each row, atomically: a kill keeps what was measured; rows not measured
+            # again are kept
+            done = {(measured["model"], measured["quantize"]) for measured in rows}
+            kept = [r for key, r in previous.items() if key not in done]
             atomic_write_text(args.out, json.dumps({**document, "song": os.path.relpath(song, ROOT),
                                                     "cpu_count": os.cpu_count(), "rows": kept + rows}, indent=2))
 

@@ -151,6 +151,11 @@ class DataConfig:
     spectrum in phase with the mixture, which is what a mask applied with the mixture's phase can
     reach (Erdogan et al., 2015). Validation uses the same target.
 
+    With a `teacher` (a model folder or a shipped model's name, with the same STFT), G learns the
+    teacher's vocals estimate instead, its mask (`Separator.mask`) times the mixture magnitude, on the
+    same excerpts (knowledge distillation: every random remix gets a target, see
+    data.pipeline.teacher_targets). Validation still scores against the true vocals (`target`).
+
     With `interleave_tracks`, training excerpts are drawn in rounds of one per track (see
     data.waveform_excerpts), so that the shuffle buffers, which hold a few dozen excerpts, mix many
     songs; without it (the default, which older runs used) a track's excerpts come one after another
@@ -179,6 +184,7 @@ class DataConfig:
     interleave_tracks: bool = False
     reader: str = "python"
     parallel_reads: int = 0
+    teacher: str | None = None
 
     def validate(self) -> None:
         _check(self.nb_tracks > 0, "data.nb_tracks", self.nb_tracks, "must be > 0")
@@ -196,6 +202,8 @@ class DataConfig:
         _check(self.target in TRAINING_TARGETS, "data.target", self.target,
                f"unknown target, expected one of {', '.join(TRAINING_TARGETS)}")
         _check(self.reader in READERS, "data.reader", self.reader, f"expected one of {', '.join(READERS)}")
+        _check(self.teacher is None or (isinstance(self.teacher, str) and self.teacher.strip()), "data.teacher",
+               self.teacher, "must be null or a model folder or shipped model's name")
         _check(self.parallel_reads >= 0, "data.parallel_reads", self.parallel_reads, "must be >= 0 (0: one per CPU core)")
 
 

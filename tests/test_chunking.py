@@ -128,3 +128,66 @@ def test_a_rate_that_maps_onto_the_model_grid_rarely_still_separates():
         layout.check()
     fitted = layout.fitted().check()
     assert fitted.step >= fitted.crossfade and all(s % fitted.align == 0 for s, _ in fitted.plan(10 ** 8))
+
+
+class _SlowIdentity:
+    """An engine of the separate_stream interface whose stems are its input, slowly: it logs each call."""
+
+    sample_rate, min_samples = 8000, 64
+
+    def __init__(self, events):
+        self.events = events
+
+    def chunk_layout(self, nb_channels=2):
+        return ChunkLayout(chunk=2048, margin=64, crossfade=64, align=32)
+
+    def separate_chunk(self, waveform):
+        import time
+
+        self.events.append(("separate", waveform.shape[1]))
+        time.sleep(0.05)
+        self.events.append(("separated", waveform.shape[1]))
+        return {"vocals": waveform, "accompaniment": 0.5 * waveform}
+
+
+def test_the_next_chunk_is_read_while_one_is_separated_and_the_stems_are_unchanged(rng):
+    import threading
+
+    from svsgan_tf.separation.stream import separate_stream
+
+    audio = rng.normal(size=(9000, 2)).astype(np.float32)
+    events, threads = [], set()
+
+    def read(start, stop):
+        threads.add(threading.current_thread().name)
+        events.append(("read", start))
+        return audio[start:stop]
+
+    blocks = list(separate_stream(_SlowIdentity(events), read, audio.shape[0], 2, 8000, "x.wav"))
+    np.testing.assert_allclose(np.concatenate([b["vocals"] for b in blocks]), audio, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate([b["accompaniment"] for b in blocks]), 0.5 * audio, atol=1e-6)
+    reads = [i for i, event in enumerate(events) if event[0] == "read"]
+    ends = [i for i, event in enumerate(events) if event[0] == "separated"]
+    assert len(reads) == len(ends) >= 4
+    # chunk k + 1 was read before chunk k's separation ended, in a thread of its own
+    assert all(reads[k + 1] < ends[k] for k in range(len(ends) - 1)), events
+    assert all(name.startswith("read-ahead") for name in threads)
+
+
+def test_a_read_error_of_a_later_chunk_is_raised_when_that_chunk_is_reached(rng):
+    from svsgan_tf.errors import AudioError
+    from svsgan_tf.separation.stream import separate_stream
+
+    audio = rng.normal(size=(9000, 2)).astype(np.float32)
+    events = []
+
+    def read(start, stop):
+        if start > 4000:
+            raise AudioError("x.wav", "cannot decode")
+        return audio[start:stop]
+
+    stream = separate_stream(_SlowIdentity(events), read, audio.shape[0], 2, 8000, "x.wav")
+    first = next(stream)                                      # the chunks before the bad one come through
+    assert first["vocals"].shape[1] == 2
+    with pytest.raises(AudioError, match="^x.wav: cannot decode"):
+        list(stream)

@@ -215,6 +215,32 @@ def test_two_workers_train_together_and_end_with_identical_weights(tmp_path, pro
         [("0", "pretrain", steps[0], 0), ("1", "gan", steps[1], steps[1] - steps[0])]
 
 
+def test_two_workers_with_the_tfio_reader_each_decode_their_share_and_stay_in_step(tmp_path, processes):
+    """data.reader=tfio under multi-worker training: each worker builds its own input pipeline, which
+    decodes every 2nd excerpt (distribute.training_input), and the replicas still end identical."""
+    from tests.test_tfio_reader import write_dsd100
+
+    root = write_dsd100(tmp_path / "songs", np.random.default_rng(0), nb_songs=4)
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    workers = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        args = [sys.executable, "-m", "tests.test_distributed", "worker", str(tmp_path / "run"),
+                str(tmp_path / f"w{index}.npz"), f"dsd100:{root}"]
+        workers.append(processes(args, f"worker{index}.log", TF_CONFIG=tf_config))
+    for index, proc in enumerate(workers):
+        wait_ok(proc, tmp_path / f"worker{index}.log")
+    chief, other = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    for name in chief.files:
+        if name != "shards":
+            np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
+    # the training input: each worker its own half; the input statistics read the schedule's start whole
+    assert sorted(chief["shards"].tolist()) == [[1, 0], [2, 0]]
+    assert sorted(other["shards"].tolist()) == [[1, 0], [2, 1]]
+    assert (tmp_path / "run" / "model").is_dir()
+
+
 def test_sigkill_in_phase_two_then_rerun_finishes_like_an_uninterrupted_run(tmp_path, processes):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     reference = processes(train_cli(whole, KILL_RUN), "whole.log")
@@ -349,16 +375,27 @@ def _equivalence_child(folder):
         json.dump(report, handle, indent=1)
 
 
-def _worker_child(out, weights_path):
-    """One worker of the TF_CONFIG cluster: train the tiny model, save its final variables to an .npz."""
+def _worker_child(out, weights_path, source=None):
+    """One worker of the TF_CONFIG cluster: train the tiny model (on `source` with the tfio reader, when
+    given), save its final variables to an .npz, with the shards its tfio reader was asked for."""
+    from svsgan_tf.data import tfio_reader
     from svsgan_tf.training import fit as training
 
-    snapshots = []
+    snapshots, shards = [], []
     _record_epochs(training, snapshots)
-    training.train(tiny_config(), out, strategy="multiworker", verbose=0, tensorboard=False)
+    excerpts = tfio_reader.tfio_excerpts
+
+    def logged_excerpts(*args, shard=(1, 0), **kwargs):
+        if shard not in shards:
+            shards.append(shard)
+        return excerpts(*args, shard=shard, **kwargs)
+    tfio_reader.tfio_excerpts = logged_excerpts
+    settings = {"data.source": source, "data.reader": "tfio"} if source else {}
+    training.train(tiny_config(**settings), out, strategy="multiworker", verbose=0, tensorboard=False)
     final = snapshots[-1]
     arrays = {f"{part}{i}": value for part in ("g", "d", "opt") for i, value in enumerate(final[part])}
     arrays["g_step_counts"] = np.array([s["steps"][0] for s in snapshots[1:]])
+    arrays["shards"] = np.array(shards, dtype=np.int64).reshape(-1, 2)
     np.savez(weights_path, **arrays)
 
 

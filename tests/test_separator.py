@@ -133,3 +133,17 @@ def test_a_frame_wise_model_separates_with_a_smaller_hop(separator, tmp_path):
     np.testing.assert_allclose(loaded.signatures["serving_default"](waveform=waveform)["vocals"].numpy(),
                                stems["vocals"].numpy(), atol=1e-5)
     assert int(loaded.signatures["model_info"](nb_samples=tf.constant(8000, tf.int64))["hop_length"]) == 32
+
+
+def test_one_graph_serves_every_length_channel_count_and_rate(tiny_model_dir, rng):
+    """separate_waveform is traced once (its input signature is (None, None)): files of other lengths,
+    channel counts and sample rates reuse the graph instead of retracing it per call."""
+    fresh = Separator.from_directory(tiny_model_dir)
+    rate = fresh.sample_rate
+    for seconds, channels, sample_rate in ((1.0, 2, rate), (1.7, 1, rate), (2.3, 3, rate), (1.2, 2, 2 * rate)):
+        audio = rng.normal(scale=0.1, size=(int(seconds * sample_rate), channels)).astype(np.float32)
+        stems = fresh.separate(audio, sample_rate)
+        assert stems["vocals"].shape == stems["accompaniment"].shape == audio.shape
+        if sample_rate == rate:                  # (resampling drops what lies above the model's band)
+            np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], audio, atol=1e-4)
+    assert fresh.separate_waveform.experimental_get_tracing_count() == 1

@@ -112,6 +112,32 @@ def test_training_batches_are_the_same_with_either_reader(tmp_path, rng):
     assert_same_excerpts(batches["python"], batches["tfio"])
 
 
+def test_each_workers_training_input_decodes_its_share_and_together_they_make_the_epoch(tmp_path, rng):
+    """Multi-worker input (distribute.training_input): worker i decodes every 2nd excerpt from i, in
+    batches of half the global batch, as many steps per epoch; the two workers' examples are the
+    single-device epoch's examples."""
+    from svsgan_tf.training.fit import load_tracks
+
+    root = write_dsd100(tmp_path, rng, nb_songs=4)
+    config = Config().replace(**{**TINY, "data.source": f"dsd100:{root}", "data.reader": "tfio",
+                                 "model.nb_channels": 2}).validate()
+    tracks, _ = load_tracks(config, quiet=True)
+    def mixtures(dataset):                             # (steps, batch, nb_frames, nb_features)
+        return np.stack([mixture for mixture, _ in as_arrays(dataset)])
+
+    whole = mixtures(pipeline.training_dataset(tracks, config))
+    shards = [mixtures(pipeline.training_dataset(tracks, config, shard=(2, index))) for index in (0, 1)]
+    steps = pipeline.epoch_steps(tracks, config)
+    assert whole.shape[:2] == (steps, 4) and all(shard.shape[:2] == (steps, 2) for shard in shards)
+
+    def frames(batches):                              # every frame (shuffled across excerpts), sorted by its sum
+        flat = batches.reshape((-1, batches.shape[-1]))
+        return flat[np.argsort(flat.sum(axis=1))]
+    np.testing.assert_array_equal(frames(whole), frames(np.concatenate(shards, 1)))
+    with pytest.raises(ValueError, match="tfio"):
+        pipeline.training_dataset(tracks, config.replace(**{"data.reader": "python"}), shard=(2, 0))
+
+
 def test_the_tfio_reader_refuses_what_it_cannot_read_in_one_line(tmp_path, rng):
     root = write_dsd100(tmp_path / "set", rng, nb_songs=1)
     resampled = load_dataset(f"dsd100:{root}", "train", 16000).tracks

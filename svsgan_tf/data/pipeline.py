@@ -1,4 +1,5 @@
-"""tf.data pipeline: songs -> waveform excerpts -> channel examples -> in-graph magnitude -> shuffled batches.
+"""tf.data pipeline: songs -> waveform excerpts -> channel examples -> in-graph magnitude (-> a teacher's
+targets) -> shuffled batches.
 
 Each step is a small named function so that real data sets (later loaders) plug in at the top: all a
 source has to provide is a sequence of `TrackLike` objects holding float32 (nb_samples, nb_channels)
@@ -7,6 +8,7 @@ source has to provide is a sequence of `TrackLike` objects holding float32 (nb_s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from typing import Protocol, Sequence
 
@@ -14,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from svsgan_tf.config import Config, DataConfig, STFTConfig
-from svsgan_tf.errors import DataError
+from svsgan_tf.errors import ConfigError, DataError
 from svsgan_tf.audio import spectral
 from svsgan_tf.audio.spectral import unpadded_frames
 
@@ -193,6 +195,40 @@ def channel_examples(dataset: tf.data.Dataset, config: Config) -> tf.data.Datase
     return join_channels(to_magnitude(stereo, config.stft, target), config.stft.nb_bins)
 
 
+@functools.lru_cache(maxsize=2)
+def load_teacher(model: str):
+    """The Separator of data.teacher (a model folder or a shipped model's name), loaded once per process."""
+    from svsgan_tf.separation.separator import Separator
+    from svsgan_tf.shipped_models import resolve_model
+
+    return Separator.from_directory(resolve_model(model))
+
+
+def check_teacher(teacher, config: Config) -> None:
+    """ConfigError unless the teacher's STFT (window, hop, rate) is the student's: its masks must be
+    the student's frames and bins."""
+    if teacher.config.stft != config.stft:
+        raise ConfigError(f"data.teacher={config.data.teacher}: its STFT {teacher.config.stft} differs from "
+                          f"the model's {config.stft}; a student learns on its teacher's frames")
+
+
+def teacher_targets(dataset: tf.data.Dataset, teacher, nb_channels: int, nb_bins: int) -> tf.data.Dataset:
+    """Step 3c (distillation, data.teacher): each example's target becomes the teacher's vocals estimate,
+    its mask (`Separator.mask`, with its own smoothing and power) times the mixture magnitude.
+
+    Args:
+        dataset: (mixture, vocals) examples, each (nb_frames, nb_channels * nb_bins) magnitude.
+        teacher: a Separator with the student's STFT (see check_teacher).
+    Returns:
+        (mixture, teacher's estimate) examples of the same shapes.
+    """
+    def estimate(mixture, _):
+        channels = spectral.split_channels(mixture, nb_channels, nb_bins)     # (nb_channels, nb_frames, nb_bins)
+        mask = spectral.join_channels(teacher.mask(channels), nb_channels, nb_bins)
+        return mixture, mask * mixture                                        # (nb_frames, nb_channels * nb_bins)
+    return dataset.map(estimate, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def examples_per_excerpt(track, config: Config) -> int:
     """How many examples one excerpt of `track` gives: its channel count for a channel-by-channel
     model, 1 for a joint-stereo one (which takes mono or stereo tracks only)."""
@@ -248,18 +284,33 @@ def epoch_steps(tracks: Sequence[TrackLike], config: Config) -> int:
 
 
 def training_dataset(tracks: Sequence[TrackLike], config: Config, seed: int | None = None,
-                     first_epoch: int = 0, nb_epochs: int = 1) -> tf.data.Dataset:
+                     first_epoch: int = 0, nb_epochs: int = 1, shard: tuple[int, int] = (1, 0),
+                     replicas: int = 1) -> tf.data.Dataset:
     """Batches of (mixture magnitude, vocals magnitude), each (batch, excerpt_frames, nb_features), for
-    epochs first_epoch .. first_epoch + nb_epochs - 1, `epoch_steps` batches each.
+    epochs first_epoch .. first_epoch + nb_epochs - 1, `epoch_steps` batches each; with data.teacher,
+    the vocals are the teacher's estimate (`teacher_targets`).
 
     An epoch's batches are drawn from (seed, epoch) alone, pass after pass over the data as long as the
     epoch needs: a run resumed at epoch k (`first_epoch=k`) sees the batches an uninterrupted run sees
     there. Frames are shuffled across songs for the frame-wise encoder (or when data.shuffle_frames is
     set); the RNN keeps contiguous excerpts, shuffled as a whole.
+
+    One worker's input under multi-worker training (data.reader=tfio only, see
+    distribute.training_input): `shard`=(nb_workers, index) reads and decodes only every nb_workers-th
+    excerpt of each pass from `index`, and the batches, of train.batch_size / (nb_workers * replicas)
+    examples, feed the worker's `replicas` replicas in turn (`replicas` batches per step), so that a
+    step still sees train.batch_size examples in all, as many steps per pass.
     """
     data, stft = config.data, config.stft
     seed = config.train.seed if seed is None else seed
     steps = epoch_steps(tracks, config)
+    nb_shards, shard_index = shard
+    if nb_shards > 1 and data.reader != "tfio":
+        raise ValueError("only the tfio reader decodes a shard of the excerpts (data.reader=tfio)")
+    batch_size = config.train.batch_size // (nb_shards * replicas)
+    teacher = load_teacher(data.teacher) if data.teacher else None
+    if teacher is not None:
+        check_teacher(teacher, config)
     nb_examples = sum(examples_per_excerpt(t, config) for t in tracks) * data.excerpts_per_track
     if nb_examples < config.train.batch_size:
         raise DataError(f"training data: {nb_examples} examples per pass, fewer than one batch of "
@@ -268,21 +319,25 @@ def training_dataset(tracks: Sequence[TrackLike], config: Config, seed: int | No
     def one_pass(epoch, index):
         # every random draw of this pass, in NumPy and in tf.data, is seeded by (seed, epoch, index)
         mixed = (tf.constant(seed, tf.int64) * 1_000_003 + epoch) * 1_009 + index
+        sharded = {"shard": shard} if nb_shards > 1 else {}
         dataset = excerpt_reader(data)(tracks, excerpt_samples(stft, data.excerpt_frames),
                                        data.excerpts_per_track, seed, random=True,
                                        augment=data if data.augment else None, interleave=data.interleave_tracks,
-                                       key=(epoch, index))
+                                       key=(epoch, index), **sharded)
         dataset = channel_examples(dataset, config)
+        if teacher is not None:
+            dataset = teacher_targets(dataset, teacher, config.model.nb_channels, stft.nb_bins)
         if config.shuffles_frames:
             dataset = shuffle_frames(dataset, data.excerpt_frames, data.shuffle_buffer, mixed)
-        return batch_examples(dataset, config.train.batch_size,
+        return batch_examples(dataset, batch_size,
                               max(1, data.shuffle_buffer // data.excerpt_frames), mixed, drop_remainder=True)
 
     def one_epoch(epoch):
-        return tf.data.Dataset.range(MAX_PASSES).flat_map(lambda index: one_pass(epoch, index)).take(steps)
+        return tf.data.Dataset.range(MAX_PASSES).flat_map(lambda index: one_pass(epoch, index)).take(steps * replicas)
 
     dataset = tf.data.Dataset.range(first_epoch, first_epoch + nb_epochs).flat_map(one_epoch)
-    return dataset.apply(tf.data.experimental.assert_cardinality(nb_epochs * steps)).prefetch(tf.data.AUTOTUNE)
+    return dataset.apply(tf.data.experimental.assert_cardinality(nb_epochs * steps * replicas)).prefetch(
+        tf.data.AUTOTUNE)
 
 
 MAX_PASSES = 2 ** 31       # passes over the data one epoch may take (it takes what epoch_steps needs)

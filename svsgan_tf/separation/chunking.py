@@ -183,9 +183,12 @@ class ChunkJoiner:
         piece = np.asarray(piece, np.float32)
         if piece.shape[0] != stop - start:
             raise ValueError(f"chunk {self.index} output has {piece.shape[0]} samples, expected {stop - start}")
-        weights = chunk_weights(stop - start, self.index == 0, self.index == len(self.plan) - 1,
-                                self.margin, self.crossfade)
-        weighted = piece * weights.reshape((-1,) + (1,) * (piece.ndim - 1))
+        if len(self.plan) == 1:                          # one chunk: nothing to fade
+            weighted = piece
+        else:
+            weights = chunk_weights(stop - start, self.index == 0, self.index == len(self.plan) - 1,
+                                    self.margin, self.crossfade)
+            weighted = piece * weights.reshape((-1,) + (1,) * (piece.ndim - 1))
         self.index += 1
         if self.pending is None:
             self.pending, self.pending_start = weighted, start

@@ -135,11 +135,13 @@ def write_error(folder: str, target: str, err: Exception) -> OSError:
     return OSError(code, os.strerror(code) if full else f"cannot write audio ({err})", target)
 
 
-def separate_file(separator, job: Job, out_dir: str, protect: tuple[str, ...] = (), overwrite: bool = False) -> str:
+def separate_file(separator, job: Job, out_dir: str, protect: tuple[str, ...] = (), overwrite: bool = False,
+                  opened=None) -> str:
     """Separate `job.path` into out_dir/job.name/{vocals,accompaniment}.wav; return that folder.
 
     The input is read and the stems are written a chunk at a time (separator.chunk_layout), into a
-    temporary folder beside the target that replaces it only when both stems are complete.
+    temporary folder beside the target that replaces it only when both stems are complete. `opened`
+    is the input opened ahead (an OpenAhead entry); by default the file is opened here.
 
     Raises:
         SVSGANError for a bad input or a target folder that exists (without `overwrite`) or holds an
@@ -161,7 +163,7 @@ def separate_file(separator, job: Job, out_dir: str, protect: tuple[str, ...] = 
     if os.path.lexists(folder) and not overwrite:
         raise cli.SVSGANError(f"{folder}: exists, from an earlier run; pass --overwrite to replace it or "
                               "--skip-existing to keep it")
-    with open_audio(job.path) as reader, atomic_directory(folder) as tmp:
+    with (opened or open_audio(job.path)) as reader, atomic_directory(folder) as tmp:
         def read(start: int, stop: int):
             return read_frames(reader, job.path, stop - start, start)
 
@@ -211,28 +213,94 @@ def separate_files(separator, jobs: list[Job], out_dir: str, quiet: bool = False
         logger.warning("removed %s, left by a killed run", path)
     protect = tuple(job.path for job in jobs)
     errors = []
-    for index, job in enumerate(tqdm(jobs, desc="separating", unit="file", disable=quiet)):
-        folder = os.path.join(out_dir, job.name)
-        if skip_existing and all(os.path.isfile(os.path.join(folder, f"{t}.wav")) for t in TARGETS):
-            logger.info("%s: kept (--skip-existing)", folder)
-            continue
-        message, stop = None, False
-        try:
-            separate_file(separator, job, out_dir, protect, overwrite or skip_existing)
-        except SVSGANError as err:
-            if isinstance(err, fatal):
-                raise
-            message = f"error: {err}"
-        except OSError as err:
-            message = f"error: {output_error(getattr(err, 'filename', None) or folder, err)}"
-            stop = err.errno in FATAL_ERRNOS
-        if message:
-            errors.append(message)
-            tqdm.write(message, file=sys.stderr)
-        if stop:
-            errors += [f"error: {later.path}: not tried" for later in jobs[index + 1:]]
-            break
+    kept = {job.path for job in jobs if skip_existing and all(
+        os.path.isfile(os.path.join(out_dir, job.name, f"{t}.wav")) for t in TARGETS)}
+    ahead = OpenAhead([job.path for job in jobs if job.path not in kept])
+    try:
+        for index, job in enumerate(tqdm(jobs, desc="separating", unit="file", disable=quiet)):
+            folder = os.path.join(out_dir, job.name)
+            if job.path in kept:
+                logger.info("%s: kept (--skip-existing)", folder)
+                continue
+            message, stop = None, False
+            try:
+                with ahead.take(job.path) as opened:              # the next file starts decoding now
+                    separate_file(separator, job, out_dir, protect, overwrite or skip_existing, opened)
+            except SVSGANError as err:
+                if isinstance(err, fatal):
+                    raise
+                message = f"error: {err}"
+            except OSError as err:
+                message = f"error: {output_error(getattr(err, 'filename', None) or folder, err)}"
+                stop = err.errno in FATAL_ERRNOS
+            if message:
+                errors.append(message)
+                tqdm.write(message, file=sys.stderr)
+            if stop:
+                errors += [f"error: {later.path}: not tried" for later in jobs[index + 1:]]
+                break
+    finally:
+        ahead.close()
     return errors
+
+
+class OpenAhead:
+    """Open (and, for formats that ffmpeg decodes, decode) each file of `paths` in a background thread
+    while the file before it is separated.
+
+    `take(path)` returns a context manager for that file's opened reader (the file's own error, such
+    as a bad input, is raised on entering it) and starts opening the next one; it closes the reader
+    whether or not it was entered. `close()` closes what was opened ahead and not taken.
+    """
+
+    def __init__(self, paths: list[str]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.paths, self.next = list(paths), 0
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="open-ahead")
+        self.pending = self._submit()
+
+    def _submit(self):
+        if self.next >= len(self.paths):
+            return None
+        path, self.next = self.paths[self.next], self.next + 1
+        return path, self.pool.submit(_open_entered, path)
+
+    @contextlib.contextmanager
+    def take(self, path: str):
+        pending, opened = self.pending, None
+        if pending is not None and pending[0] == path:
+            self.pending = self._submit()
+            opened = pending[1].result()
+        else:                                             # not planned: open it here
+            opened = _open_entered(path)
+        stack, reader, error = opened
+        try:
+            if error is not None:
+                raise error
+            yield contextlib.nullcontext(reader)
+        finally:
+            stack.close()
+
+    def close(self) -> None:
+        if self.pending is not None:
+            stack, _, _ = self.pending[1].result()
+            stack.close()
+            self.pending = None
+        self.pool.shutdown(wait=True)
+
+
+def _open_entered(path: str):
+    """(ExitStack holding the open file, reader, None) or (empty ExitStack, None, the error)."""
+    from svsgan_tf.audio.io import open_audio
+    from svsgan_tf.errors import SVSGANError
+
+    stack = contextlib.ExitStack()
+    try:
+        return stack, stack.enter_context(open_audio(path)), None
+    except (SVSGANError, OSError) as err:
+        stack.close()
+        return contextlib.ExitStack(), None, err
 
 
 def report(jobs: list, errors: list[str], out_dir: str) -> int:

@@ -169,9 +169,11 @@ class Separator(WholeSeparation, tf.Module):
             filtered = wiener([m * magnitude for m in stems.values()], spectrogram, self.wiener_iterations)
             return {name: istft(y, nb_samples, n_fft, hop) for name, y in zip(stems, filtered)}
         if self.griffin_lim_iterations == 0:
-            # estimated magnitude with the mixture phase: mask * |X| * e^{i angle X} = mask * X
-            return {name: istft(tf.cast(m, tf.complex64) * spectrogram, nb_samples, n_fft, hop)
-                    for name, m in stems.items()}
+            # estimated magnitude with the mixture phase: mask * |X| * e^{i angle X} = mask * X; the
+            # inverse STFT is linear and inverts `stft` exactly, so the accompaniment, (1 - mask) * X, is
+            # the waveform less the vocals: one inverse STFT, not two
+            vocals = istft(tf.cast(mask, tf.complex64) * spectrogram, nb_samples, n_fft, hop)
+            return {"vocals": vocals, "accompaniment": waveform - vocals}
         phase = unit_phase(spectrogram)
         return {name: griffin_lim(m * magnitude, phase, nb_samples, n_fft, hop, self.griffin_lim_iterations)
                 for name, m in stems.items()}

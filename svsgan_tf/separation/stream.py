@@ -2,6 +2,9 @@
 runner): checks, resampling and cutting audio into the chunks an engine separates. No TensorFlow here."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+
 import numpy as np
 
 from svsgan_tf.audio.io import check_waveform, resample
@@ -30,7 +33,7 @@ def separate_whole(engine, waveform: np.ndarray, sample_rate: int | None,
         check_waveform(audio, source)                       # the one-line error for a bad shape
     blocks = list(separate_stream(engine, lambda start, stop: audio[start:stop], audio.shape[0],
                                   audio.shape[1], sample_rate or engine.sample_rate, source))
-    stems = {name: np.concatenate([block[name] for block in blocks], axis=0) for name in TARGETS}
+    stems = {name: join_blocks([block[name] for block in blocks]) for name in TARGETS}
     return {name: stem[:, 0] for name, stem in stems.items()} if mono else stems
 
 
@@ -56,17 +59,48 @@ def separate_stream(engine, read, nb_samples: int, nb_channels: int, sample_rate
                            resample_margin(sample_rate, model_rate))
     if nb_samples > layout.chunk:           # what fits in one chunk is separated in one piece
         layout = layout.fitted().check()
-    whole = len(layout.plan(nb_samples)) == 1
+    plan = layout.plan(nb_samples)
+    whole = len(plan) == 1
+    ahead = nullcontext(read) if whole else ReadAhead(read, plan)
 
     def separate(start: int, stop: int) -> dict[str, np.ndarray]:
         part = source if whole else f"{source} [samples {start}:{stop}]"
-        audio = np.asarray(read(start, stop))
+        audio = np.asarray(reader(start, stop))
         if audio.ndim == 2 and audio.shape[0] != stop - start:
             raise AudioError(source, f"the decoder gave {audio.shape[0]} samples at sample {start}, expected "
                                      f"{stop - start} (the file is shorter than its header says)")
         return separate_array(engine.separate_chunk, audio, sample_rate, model_rate, engine.min_samples, part)
 
-    yield from separate_in_chunks(layout, nb_samples, separate, TARGETS)
+    with ahead as reader:
+        yield from separate_in_chunks(layout, nb_samples, separate, TARGETS)
+
+
+class ReadAhead:
+    """`read(start, stop)` over the ranges of `plan`, each read in a background thread while the caller
+    separates the one before (decoding overlaps the model; soundfile and ffmpeg release the GIL). A
+    range asked out of order is read directly. Use as a context manager: leaving it waits for the
+    read in flight and stops the thread."""
+
+    def __init__(self, read, plan: list[tuple[int, int]]):
+        self.read, self.plan, self.next = read, list(plan), 0
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
+        self.pending = self.pool.submit(read, *self.plan[0]) if self.plan else None
+
+    def __call__(self, start: int, stop: int):
+        if self.pending is None or (start, stop) != self.plan[self.next]:
+            return self.read(start, stop)
+        audio = self.pending.result()             # the decoder's error, if any, is raised here
+        self.next += 1
+        self.pending = (self.pool.submit(self.read, *self.plan[self.next])
+                        if self.next < len(self.plan) else None)
+        return audio
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        return False
 
 
 def separate_array(separate_fn, waveform: np.ndarray, sample_rate: int | None, model_rate: int,
@@ -95,9 +129,17 @@ def separate_array(separate_fn, waveform: np.ndarray, sample_rate: int | None, m
     stems = {}
     for name in TARGETS:
         stem = resample(np.asarray(result[name]).T, model_rate, rate)[:nb_samples]
-        stem = np.pad(stem, [(0, nb_samples - stem.shape[0]), (0, 0)])
+        if stem.shape[0] < nb_samples:
+            stem = np.pad(stem, [(0, nb_samples - stem.shape[0]), (0, 0)])
         stems[name] = stem[:, 0] if mono else stem
     return stems
+
+
+def join_blocks(blocks: list[np.ndarray]) -> np.ndarray:
+    """Consecutive (nb_block_samples, nb_channels) blocks as one array; a lone non-empty block as it is
+    (audio that fits in one chunk is not copied again)."""
+    filled = [block for block in blocks if block.shape[0]]
+    return filled[0] if len(filled) == 1 else np.concatenate(blocks, axis=0)
 
 
 class WholeSeparation:

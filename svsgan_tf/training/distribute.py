@@ -138,6 +138,24 @@ def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
+def training_input(strategy: tf.distribute.Strategy, reader: str, make_dataset):
+    """The training input `model.fit` takes under `strategy`.
+
+    `make_dataset(shard, replicas)` builds one input pipeline (pipeline.training_dataset's `shard` and
+    `replicas`). Under multi-worker training with the tfio reader, each worker builds its own, which
+    decodes only its share of the excerpts (`distribute_datasets_from_function`), so no worker decodes
+    the others' audio. Otherwise every worker runs the whole pipeline, sharded by data (shard_by_data):
+    the Python reader is one generator, which cannot be split by file.
+    """
+    if not (is_multi_worker(strategy) and reader == "tfio"):
+        return shard_by_data(make_dataset((1, 0), 1))
+
+    def worker_input(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        replicas = context.num_replicas_in_sync // context.num_input_pipelines      # this worker's replicas
+        return make_dataset((context.num_input_pipelines, context.input_pipeline_id), replicas)
+    return strategy.distribute_datasets_from_function(worker_input)
+
+
 def check_global_batch(batch_size: int, strategy: tf.distribute.Strategy) -> None:
     """ConfigError unless the global batch splits evenly over the replicas.
 

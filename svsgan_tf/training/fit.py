@@ -141,12 +141,14 @@ def fit_svsgan(model: SVSGAN, config: Config, tracks: Sequence, validation_track
     """
     distribute.check_global_batch(config.train.batch_size, strategy)
     last_epoch = config.train.epochs if last_epoch is None else last_epoch
-    train_ds = distribute.shard_by_data(data_lib.training_dataset(
-        tracks, config, first_epoch=first_epoch, nb_epochs=last_epoch - first_epoch))
+    train_ds = distribute.training_input(strategy, config.data.reader, lambda shard, replicas: data_lib.training_dataset(
+        tracks, config, first_epoch=first_epoch, nb_epochs=last_epoch - first_epoch, shard=shard, replicas=replicas))
     valid_ds = (distribute.shard_by_data(data_lib.validation_dataset(validation_tracks, config))
                 if validation_tracks else None)
     if input_statistics:               # from the schedule's first batches, wherever this call starts or stops
-        schedule = data_lib.training_dataset(tracks, config, nb_epochs=config.train.epochs)
+        # the mixtures alone, which a teacher leaves as they are, so without running it
+        mixtures = dataclasses.replace(config, data=dataclasses.replace(config.data, teacher=None))
+        schedule = data_lib.training_dataset(tracks, mixtures, nb_epochs=config.train.epochs)
         model.generator.set_input_statistics(*data_lib.input_statistics(distribute.shard_by_data(schedule)))
     validation = ValidationSDR(validation_tracks, config) if validation_tracks else None
     callbacks = [PhaseSchedule(config)] + ([validation] if validation is not None else [])
