@@ -51,6 +51,9 @@ def test_a_teacher_with_another_stft_or_a_bad_name_is_refused_in_one_line(tmp_pa
     tracks = pipeline.synthetic_tracks(student.data, student.stft, seed=0)
     with pytest.raises(ConfigError, match=r"^data.teacher=.*teacher: its STFT .* differs from the model's"):
         pipeline.training_dataset(tracks, student)
+    mono = tiny_config(**{"model.nb_channels": 1, "data.teacher": folder})
+    with pytest.raises(ConfigError, match=r"sees 2 channel\(s\) at once, the model model.nb_channels=1"):
+        pipeline.training_dataset(tracks, mono)
     with pytest.raises(ConfigError, match="data.teacher"):
         tiny_config(**{"data.teacher": " "})
     assert tiny_config(**{"data.teacher": folder}).data.teacher == folder   # round trip through validate
@@ -122,5 +125,7 @@ def test_strongest_and_what_may_not_be_slimmed():
         check_slimmable(teacher, tiny_config(**{**UNET, "model.max_frequency": 2000.0}))
     with pytest.raises(ConfigError, match="STFTs differ"):
         check_slimmable(teacher, tiny_config(**{**UNET, "stft.hop_length": 64}))
+    with pytest.raises(ConfigError, match="exceeds the teacher's 1"):
+        check_slimmable(teacher, tiny_config(**{**UNET, "model.unet_stems": 2}))
     with pytest.raises(ConfigError, match="U-Nets"):
         check_slimmable(tiny_config(**STEREO), tiny_config(**STEREO))

@@ -217,3 +217,16 @@ def test_the_next_file_is_opened_while_one_is_separated_and_a_bad_one_is_one_lin
     assert [events[i][1] for i in opens] == ["song0.wav", "song1.wav", "bad.wav", "song2.wav"]
     assert opens[1] < ends[0] and opens[2] < ends[1], events      # opened while the file before was separated
     assert all(events[i][2].startswith("open-ahead") for i in opens)
+
+
+def test_an_existing_output_folder_is_named_before_the_input_opened_ahead_is(tmp_path):
+    from svsgan_tf.separation import files
+    from tests.test_chunking import _SlowIdentity
+
+    good, bad = str(tmp_path / "a.wav"), str(tmp_path / "b.wav")
+    sf.write(good, np.zeros((1500, 2)), 8000)
+    (tmp_path / "b.wav").write_bytes(b"not audio")
+    (tmp_path / "out" / "b").mkdir(parents=True)
+    errors = files.separate_files(_SlowIdentity([]), files.plan_jobs([good, bad]), str(tmp_path / "out"), quiet=True)
+    assert errors == [f"error: {tmp_path / 'out' / 'b'}: exists, from an earlier run; pass --overwrite to replace "
+                      "it or --skip-existing to keep it"]

@@ -147,3 +147,21 @@ def test_one_graph_serves_every_length_channel_count_and_rate(tiny_model_dir, rn
         if sample_rate == rate:                  # (resampling drops what lies above the model's band)
             np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], audio, atol=1e-4)
     assert fresh.separate_waveform.experimental_get_tracing_count() == 1
+
+
+def test_the_accompaniment_is_the_inverse_stft_of_one_minus_the_mask(separator):
+    """One inverse STFT per separation: the accompaniment, the mixture less the vocals, equals the
+    inverse STFT of (1 - mask) * X that a second inverse STFT would give."""
+    import tensorflow as tf
+
+    from svsgan_tf.audio.spectral import istft, stft
+
+    track = make_track(5, duration=1.3, sample_rate=8000)
+    waveform = tf.constant(np.ascontiguousarray(track.mixture.T))
+    n_fft, hop = separator.config.stft.n_fft, separator.config.separation_stft.hop_length
+    spectrogram = stft(waveform, n_fft, hop)
+    mask = separator.mask(tf.abs(spectrogram))
+    expected = istft(tf.cast(1.0 - mask, tf.complex64) * spectrogram, waveform.shape[1], n_fft, hop)
+    result = separator.separate_waveform(waveform)
+    np.testing.assert_allclose(result["accompaniment"].numpy(), expected.numpy(), atol=2e-6)
+    assert np.abs(expected.numpy()).max() > 0.01

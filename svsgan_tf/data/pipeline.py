@@ -205,11 +205,15 @@ def load_teacher(model: str):
 
 
 def check_teacher(teacher, config: Config) -> None:
-    """ConfigError unless the teacher's STFT (window, hop, rate) is the student's: its masks must be
-    the student's frames and bins."""
+    """ConfigError unless the teacher's STFT (window, hop, rate) and channel layout (model.nb_channels)
+    are the student's: its masks must be the student's frames and bins, estimated from what the
+    student sees (a joint-stereo teacher given one channel would see a dual-mono pair)."""
     if teacher.config.stft != config.stft:
         raise ConfigError(f"data.teacher={config.data.teacher}: its STFT {teacher.config.stft} differs from "
                           f"the model's {config.stft}; a student learns on its teacher's frames")
+    if teacher.config.model.nb_channels != config.model.nb_channels:
+        raise ConfigError(f"data.teacher={config.data.teacher}: it sees {teacher.config.model.nb_channels} "
+                          f"channel(s) at once, the model model.nb_channels={config.model.nb_channels}")
 
 
 def teacher_targets(dataset: tf.data.Dataset, teacher, nb_channels: int, nb_bins: int) -> tf.data.Dataset:
@@ -304,10 +308,15 @@ def training_dataset(tracks: Sequence[TrackLike], config: Config, seed: int | No
     data, stft = config.data, config.stft
     seed = config.train.seed if seed is None else seed
     steps = epoch_steps(tracks, config)
-    nb_shards, shard_index = shard
+    nb_shards = shard[0]
     if nb_shards > 1 and data.reader != "tfio":
         raise ValueError("only the tfio reader decodes a shard of the excerpts (data.reader=tfio)")
     batch_size = config.train.batch_size // (nb_shards * replicas)
+    # a shard holds len(tracks) * excerpts_per_track // nb_shards excerpts of each pass (tfio_excerpts)
+    fewest = (len(tracks) * data.excerpts_per_track // nb_shards) * min(examples_per_excerpt(t, config) for t in tracks)
+    if nb_shards > 1 and fewest < batch_size:
+        raise DataError(f"training data: a worker's share of a pass may hold {fewest} examples, fewer than its "
+                        f"batch of {batch_size}; add tracks or excerpts, or lower the batch size")
     teacher = load_teacher(data.teacher) if data.teacher else None
     if teacher is not None:
         check_teacher(teacher, config)

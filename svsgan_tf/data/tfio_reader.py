@@ -109,7 +109,8 @@ def tfio_excerpts(tracks: Sequence, nb_samples: int, excerpts_per_track: int, se
     float32, that pipeline.waveform_excerpts yields for the same arguments, in the plan's order,
     decoded in `parallel_reads` lanes side by side (None: one per CPU core).
 
-    shard=(nb_shards, index) keeps every nb_shards-th entry of the plan from `index` (a worker's share).
+    shard=(nb_shards, index) keeps every nb_shards-th entry of the plan from `index` (a worker's share),
+    of the plan's first entries in a multiple of nb_shards, so that every share is as long.
     """
     table = FileTable(tracks, sample_rate or tracks[0].sample_rate)
 
@@ -125,6 +126,8 @@ def tfio_excerpts(tracks: Sequence, nb_samples: int, excerpts_per_track: int, se
     entries = tf.data.Dataset.from_generator(plan, args=key or None,
                                              output_signature=(ints, ints, flags, gains) * 2)
     if shard[0] > 1:
+        if random:                                            # excerpt_plan's length is then known
+            entries = entries.take(len(tracks) * excerpts_per_track // shard[0] * shard[0])
         entries = entries.shard(*shard)
 
     def stem(track, name, start, swap, gain):

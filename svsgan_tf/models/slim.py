@@ -24,8 +24,8 @@ STUDENT_KEYS = ("unet_filters", "unet_stems", "unet_segment_frames", "dropout")
 
 
 def check_slimmable(teacher: Config, student: Config) -> None:
-    """ConfigError unless `student` is `teacher` with narrower U-Net filters (same depth), any stem
-    count and segments, and the same STFT, band, channels and input scaling."""
+    """ConfigError unless `student` is `teacher` with narrower U-Net filters (same depth), as many stems
+    or fewer, any segments, and the same STFT, band, channels and input scaling."""
     import dataclasses
 
     fields = {key: None for key in STUDENT_KEYS}
@@ -34,6 +34,9 @@ def check_slimmable(teacher: Config, student: Config) -> None:
         problems.append("both models must be U-Nets (model.generator=unet)")
     elif dataclasses.replace(teacher.model, **fields) != dataclasses.replace(student.model, **fields):
         problems.append("the models differ in more than unet_filters, unet_stems, unet_segment_frames and dropout")
+    elif student.model.unet_stems > teacher.model.unet_stems:
+        problems.append(f"model.unet_stems={student.model.unet_stems} exceeds the teacher's "
+                        f"{teacher.model.unet_stems} (two copies of one tower make a constant ratio mask)")
     elif len(student.model.unet_filters) != len(teacher.model.unet_filters) or any(
             s > t for s, t in zip(student.model.unet_filters, teacher.model.unet_filters)):
         problems.append(f"model.unet_filters={list(student.model.unet_filters)} must have the teacher's depth "
@@ -98,11 +101,13 @@ def slim_unet(teacher_generator, student_config: Config, teacher_config: Config)
     from svsgan_tf.models.factory import build_generator
 
     check_slimmable(teacher_config, student_config)
+    if not hasattr(teacher_generator, "towers"):
+        raise ConfigError("slim: the teacher must be one U-Net, not an ensemble of models")
     student = build_generator(student_config)
     student.input_mean.assign(teacher_generator.input_mean.numpy())
     student.input_scale.assign(teacher_generator.input_scale.numpy())
-    for index, tower in enumerate(student.towers):
-        slim_tower(teacher_generator.towers[min(index, len(teacher_generator.towers) - 1)], tower)
+    for source, tower in zip(teacher_generator.towers, student.towers):      # vocals (then accompaniment)
+        slim_tower(source, tower)
     kept = student.count_params() / max(1, teacher_generator.count_params())
     logger.info("slimmed the teacher's U-Net to %d weights (%.0f%% of its %d)", student.count_params(),
                 100 * kept, teacher_generator.count_params())

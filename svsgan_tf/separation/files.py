@@ -248,9 +248,10 @@ class OpenAhead:
     """Open (and, for formats that ffmpeg decodes, decode) each file of `paths` in a background thread
     while the file before it is separated.
 
-    `take(path)` returns a context manager for that file's opened reader (the file's own error, such
-    as a bad input, is raised on entering it) and starts opening the next one; it closes the reader
-    whether or not it was entered. `close()` closes what was opened ahead and not taken.
+    `take(path)` starts opening the next file and returns a context manager that closes this file's
+    reader; entering it and the context manager it yields gives the reader, or raises the file's own
+    error (a bad input), so that separate_file's checks of the output folder still come first.
+    `close()` stops the thread and closes, now or once opened, what was opened ahead and not taken.
     """
 
     def __init__(self, paths: list[str]):
@@ -268,26 +269,50 @@ class OpenAhead:
 
     @contextlib.contextmanager
     def take(self, path: str):
-        pending, opened = self.pending, None
+        pending = self.pending
         if pending is not None and pending[0] == path:
             self.pending = self._submit()
-            opened = pending[1].result()
+            try:
+                stack, reader, error = pending[1].result()
+            except BaseException:                          # interrupted while waiting: close it once open
+                pending[1].add_done_callback(_close_opened)
+                raise
         else:                                             # not planned: open it here
-            opened = _open_entered(path)
-        stack, reader, error = opened
+            stack, reader, error = _open_entered(path)
         try:
-            if error is not None:
-                raise error
-            yield contextlib.nullcontext(reader)
+            yield _Opened(reader, error)
         finally:
             stack.close()
 
     def close(self) -> None:
-        if self.pending is not None:
-            stack, _, _ = self.pending[1].result()
-            stack.close()
-            self.pending = None
-        self.pool.shutdown(wait=True)
+        pending, self.pending = self.pending, None
+        try:
+            if pending is not None:
+                pending[1].add_done_callback(_close_opened)      # at once when it is done, else once it is
+        finally:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Opened(contextlib.AbstractContextManager):
+    """An input opened ahead: entering gives its reader or raises its error (the file stays open until
+    OpenAhead.take's context closes it)."""
+
+    def __init__(self, reader, error):
+        self.reader, self.error = reader, error
+
+    def __enter__(self):
+        if self.error is not None:
+            raise self.error
+        return self.reader
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _close_opened(future) -> None:
+    """Close what a finished `_open_entered` future opened (nothing if it was cancelled or failed)."""
+    if not future.cancelled() and future.exception() is None:
+        future.result()[0].close()
 
 
 def _open_entered(path: str):

@@ -41,8 +41,9 @@ def separate_stream(engine, read, nb_samples: int, nb_channels: int, sample_rate
                     source: str = "<audio>"):
     """Separate audio read piece by piece, yielding the stems as consecutive blocks.
 
-    Memory is bounded by one chunk of `engine.chunk_layout`, whatever the length: a 60-minute file
-    is read, separated and written a chunk at a time (python -m svsgan_tf.separate does).
+    Memory is bounded by two chunks of `engine.chunk_layout` (the one being separated and the next,
+    read ahead), whatever the length: a 60-minute file is read, separated and written a chunk at a
+    time (python -m svsgan_tf.separate does).
 
     Args:
         engine: a Separator, or anything with its `sample_rate`, `min_samples`, `chunk_layout(nb_channels)`
@@ -87,7 +88,10 @@ class ReadAhead:
         self.pending = self.pool.submit(read, *self.plan[0]) if self.plan else None
 
     def __call__(self, start: int, stop: int):
-        if self.pending is None or (start, stop) != self.plan[self.next]:
+        if self.pending is not None and (start, stop) != self.plan[self.next]:
+            self.pending.result()                 # never two reads of one file at once: reading ahead stops
+            self.pending = None
+        if self.pending is None:
             return self.read(start, stop)
         audio = self.pending.result()             # the decoder's error, if any, is raised here
         self.next += 1
