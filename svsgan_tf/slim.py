@@ -30,14 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.start_tensorflow(args.quiet)
     from svsgan_tf.config import Config, config_path
-    from svsgan_tf.models.model_io import load_generator, save_model
+    from svsgan_tf.models.model_io import load_generator, model_notices, save_model
     from svsgan_tf.models.slim import slim_unet
     from svsgan_tf.shipped_models import resolve_model
 
     student_config = Config.load(config_path(args.config)).replace(**cli.parse_overrides(args.set)).validate()
-    teacher_config, teacher = load_generator(resolve_model(args.model))
+    teacher_path = resolve_model(args.model)
+    teacher_config, teacher = load_generator(teacher_path)
     student = slim_unet(teacher, student_config, teacher_config)
-    save_model(args.out, student_config, student)
+    save_model(args.out, student_config, student, extra_files=model_notices(teacher_path))   # the teacher's licence
     print(f"wrote {args.out}: {student.count_params()} weights from {args.model or 'the default model'}'s "
           f"{teacher.count_params()}")
     return 0
