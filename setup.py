@@ -58,5 +58,6 @@ setup(
         "svsgan-import-spleeter=svsgan_tf.import_spleeter:run",
         "svsgan-tflite=svsgan_tf.tflite:run",
         "svsgan-edge=svsgan_tf.edge.__main__:run",
+        "svsgan-slim=svsgan_tf.slim:run",
     ]},
 )
