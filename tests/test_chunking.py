@@ -191,3 +191,27 @@ def test_a_read_error_of_a_later_chunk_is_raised_when_that_chunk_is_reached(rng)
     assert first["vocals"].shape[1] == 2
     with pytest.raises(AudioError, match="^x.wav: cannot decode"):
         list(stream)
+
+
+def test_a_range_read_out_of_order_waits_for_the_read_ahead_and_stops_it():
+    import threading
+    import time
+
+    from svsgan_tf.separation.stream import ReadAhead
+
+    busy, overlaps, lock = [], [], threading.Lock()
+
+    def read(start, stop):
+        with lock:
+            overlaps.append(len(busy))
+            busy.append(start)
+        time.sleep(0.05)
+        with lock:
+            busy.remove(start)
+        return np.full((stop - start, 1), start, np.float32)
+
+    with ReadAhead(read, [(0, 10), (10, 20), (20, 30)]) as reader:
+        assert reader(0, 10)[0, 0] == 0                  # in order: chunk (10, 20) is now read ahead
+        assert reader(5, 15)[0, 0] == 5                  # out of order: read once (10, 20) is done
+        assert reader(20, 30)[0, 0] == 20 and reader.pending is None
+    assert max(overlaps) == 0                            # never two reads at once

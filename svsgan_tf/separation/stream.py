@@ -2,7 +2,7 @@
 runner): checks, resampling and cutting audio into the chunks an engine separates. No TensorFlow here."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import nullcontext
 
 import numpy as np
@@ -79,8 +79,9 @@ def separate_stream(engine, read, nb_samples: int, nb_channels: int, sample_rate
 class ReadAhead:
     """`read(start, stop)` over the ranges of `plan`, each read in a background thread while the caller
     separates the one before (decoding overlaps the model; soundfile and ffmpeg release the GIL). A
-    range asked out of order is read directly. Use as a context manager: leaving it waits for the
-    read in flight and stops the thread."""
+    range asked out of order is read directly, once the read in flight has finished, and reading
+    ahead stops. Use as a context manager: leaving it waits for the read in flight and stops the
+    thread."""
 
     def __init__(self, read, plan: list[tuple[int, int]]):
         self.read, self.plan, self.next = read, list(plan), 0
@@ -89,7 +90,7 @@ class ReadAhead:
 
     def __call__(self, start: int, stop: int):
         if self.pending is not None and (start, stop) != self.plan[self.next]:
-            self.pending.result()                 # never two reads of one file at once: reading ahead stops
+            wait([self.pending])                  # never two reads of one file at once: reading ahead stops
             self.pending = None
         if self.pending is None:
             return self.read(start, stop)
