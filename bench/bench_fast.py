@@ -49,9 +49,10 @@ def separator_times(model: str, repeats: int, threads: int, xla: bool = False) -
     from svsgan_tf.separation.separator import Separator
 
     separator = Separator.from_directory(model)
-    rows = []
+    rows, first = [], None
     for name, path in song_files():
         mixture, rate = load_audio(path)
+        first = mixture if first is None else first
         separator.separate(mixture, rate)                       # traces the graph for this chunk shape
         load_before = os.getloadavg()
         times = []
@@ -68,7 +69,7 @@ def separator_times(model: str, repeats: int, threads: int, xla: bool = False) -
         print(model, rows[-1], file=sys.stderr, flush=True)
     result = {"songs": rows, "median_times_real_time": statistics.median(r["times_real_time"] for r in rows)}
     if xla:                        # the same graph compiled by XLA (jit_compile), on the first song's chunk
-        waveform = tf.constant(np.ascontiguousarray(load_audio(song_files()[0][1])[0].T))
+        waveform = tf.constant(np.ascontiguousarray(first.T))
         compiled = tf.function(separator.separate_waveform.python_function, jit_compile=True,
                                input_signature=[tf.TensorSpec([None, None], tf.float32)])
         for label, function in (("graph", separator.separate_waveform), ("xla", compiled)):

@@ -197,7 +197,7 @@ def test_a_range_read_out_of_order_waits_for_the_read_ahead_and_stops_it():
     import threading
     import time
 
-    from svsgan_tf.separation.stream import ReadAhead
+    from svsgan_tf.separation.stream import Ahead
 
     busy, overlaps, lock = [], [], threading.Lock()
 
@@ -210,7 +210,7 @@ def test_a_range_read_out_of_order_waits_for_the_read_ahead_and_stops_it():
             busy.remove(start)
         return np.full((stop - start, 1), start, np.float32)
 
-    with ReadAhead(read, [(0, 10), (10, 20), (20, 30)]) as reader:
+    with Ahead(read, [(0, 10), (10, 20), (20, 30)], "read-ahead") as reader:
         assert reader(0, 10)[0, 0] == 0                  # in order: chunk (10, 20) is now read ahead
         assert reader(5, 15)[0, 0] == 5                  # out of order: read once (10, 20) is done
         assert reader(20, 30)[0, 0] == 20 and reader.pending is None

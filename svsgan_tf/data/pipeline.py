@@ -312,15 +312,16 @@ def training_dataset(tracks: Sequence[TrackLike], config: Config, seed: int | No
     if nb_shards > 1 and data.reader != "tfio":
         raise ValueError("only the tfio reader decodes a shard of the excerpts (data.reader=tfio)")
     batch_size = config.train.batch_size // (nb_shards * replicas)
+    per_excerpt = [examples_per_excerpt(t, config) for t in tracks]
     # a shard holds len(tracks) * excerpts_per_track // nb_shards excerpts of each pass (tfio_excerpts)
-    fewest = (len(tracks) * data.excerpts_per_track // nb_shards) * min(examples_per_excerpt(t, config) for t in tracks)
+    fewest = (len(tracks) * data.excerpts_per_track // nb_shards) * min(per_excerpt)
     if nb_shards > 1 and fewest < batch_size:
         raise DataError(f"training data: a worker's share of a pass may hold {fewest} examples, fewer than its "
                         f"batch of {batch_size}; add tracks or excerpts, or lower the batch size")
     teacher = load_teacher(data.teacher) if data.teacher else None
     if teacher is not None:
         check_teacher(teacher, config)
-    nb_examples = sum(examples_per_excerpt(t, config) for t in tracks) * data.excerpts_per_track
+    nb_examples = sum(per_excerpt) * data.excerpts_per_track
     if nb_examples < config.train.batch_size:
         raise DataError(f"training data: {nb_examples} examples per pass, fewer than one batch of "
                         f"train.batch_size={config.train.batch_size}; add tracks or lower the batch size")

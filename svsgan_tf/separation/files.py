@@ -141,7 +141,8 @@ def separate_file(separator, job: Job, out_dir: str, protect: tuple[str, ...] = 
 
     The input is read and the stems are written a chunk at a time (separator.chunk_layout), into a
     temporary folder beside the target that replaces it only when both stems are complete. `opened`
-    is the input opened ahead (an OpenAhead entry); by default the file is opened here.
+    is a context manager giving the input opened ahead (see separate_files); by default the file is
+    opened here.
 
     Raises:
         SVSGANError for a bad input or a target folder that exists (without `overwrite`) or holds an
@@ -207,6 +208,7 @@ def separate_files(separator, jobs: list[Job], out_dir: str, quiet: bool = False
     from svsgan_tf.config import TARGETS
     from svsgan_tf.errors import SVSGANError
     from svsgan_tf.io_utils import output_error, remove_stale_temporaries
+    from svsgan_tf.separation.stream import Ahead
 
     check_output_folder(out_dir)
     for path in remove_stale_temporaries(out_dir):
@@ -215,7 +217,9 @@ def separate_files(separator, jobs: list[Job], out_dir: str, quiet: bool = False
     errors = []
     kept = {job.path for job in jobs if skip_existing and all(
         os.path.isfile(os.path.join(out_dir, job.name, f"{t}.wav")) for t in TARGETS)}
-    ahead = OpenAhead([job.path for job in jobs if job.path not in kept])
+    # the next file is opened (decoded, for ffmpeg formats) while one is separated
+    ahead = Ahead(_open_entered, [(job.path,) for job in jobs if job.path not in kept], "open-ahead",
+                  discard=lambda opened: opened[0].close())
     try:
         for index, job in enumerate(tqdm(jobs, desc="separating", unit="file", disable=quiet)):
             folder = os.path.join(out_dir, job.name)
@@ -224,8 +228,10 @@ def separate_files(separator, jobs: list[Job], out_dir: str, quiet: bool = False
                 continue
             message, stop = None, False
             try:
-                with ahead.take(job.path) as opened:              # the next file starts decoding now
-                    separate_file(separator, job, out_dir, protect, overwrite or skip_existing, opened)
+                stack, reader, error = ahead(job.path)
+                with stack:
+                    separate_file(separator, job, out_dir, protect, overwrite or skip_existing,
+                                  _opened(reader, error))
             except SVSGANError as err:
                 if isinstance(err, fatal):
                     raise
@@ -240,79 +246,17 @@ def separate_files(separator, jobs: list[Job], out_dir: str, quiet: bool = False
                 errors += [f"error: {later.path}: not tried" for later in jobs[index + 1:]]
                 break
     finally:
-        ahead.close()
+        ahead.close(wait=False)
     return errors
 
 
-class OpenAhead:
-    """Open (and, for formats that ffmpeg decodes, decode) each file of `paths` in a background thread
-    while the file before it is separated.
-
-    `take(path)` starts opening the next file and returns a context manager that closes this file's
-    reader; entering it and the context manager it yields gives the reader, or raises the file's own
-    error (a bad input), so that separate_file's checks of the output folder still come first.
-    `close()` stops the thread and closes, now or once opened, what was opened ahead and not taken.
-    """
-
-    def __init__(self, paths: list[str]):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.paths, self.next = list(paths), 0
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="open-ahead")
-        self.pending = self._submit()
-
-    def _submit(self):
-        if self.next >= len(self.paths):
-            return None
-        path, self.next = self.paths[self.next], self.next + 1
-        return path, self.pool.submit(_open_entered, path)
-
-    @contextlib.contextmanager
-    def take(self, path: str):
-        pending = self.pending
-        if pending is not None and pending[0] == path:
-            self.pending = self._submit()
-            try:
-                stack, reader, error = pending[1].result()
-            except BaseException:                          # interrupted while waiting: close it once open
-                pending[1].add_done_callback(_close_opened)
-                raise
-        else:                                             # not planned: open it here
-            stack, reader, error = _open_entered(path)
-        try:
-            yield _Opened(reader, error)
-        finally:
-            stack.close()
-
-    def close(self) -> None:
-        pending, self.pending = self.pending, None
-        try:
-            if pending is not None:
-                pending[1].add_done_callback(_close_opened)      # at once when it is done, else once it is
-        finally:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-class _Opened(contextlib.AbstractContextManager):
-    """An input opened ahead: entering gives its reader or raises its error (the file stays open until
-    OpenAhead.take's context closes it)."""
-
-    def __init__(self, reader, error):
-        self.reader, self.error = reader, error
-
-    def __enter__(self):
-        if self.error is not None:
-            raise self.error
-        return self.reader
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _close_opened(future) -> None:
-    """Close what a finished `_open_entered` future opened (nothing if it was cancelled or failed)."""
-    if not future.cancelled() and future.exception() is None:
-        future.result()[0].close()
+@contextlib.contextmanager
+def _opened(reader, error):
+    """An input opened ahead: its reader, or its own error (a bad input), raised only when separate_file
+    enters it, after its checks of the output folder."""
+    if error is not None:
+        raise error
+    yield reader
 
 
 def _open_entered(path: str):

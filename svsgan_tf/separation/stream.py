@@ -62,7 +62,7 @@ def separate_stream(engine, read, nb_samples: int, nb_channels: int, sample_rate
         layout = layout.fitted().check()
     plan = layout.plan(nb_samples)
     whole = len(plan) == 1
-    ahead = nullcontext(read) if whole else ReadAhead(read, plan)
+    ahead = nullcontext(read) if whole else Ahead(read, plan, "read-ahead")
 
     def separate(start: int, stop: int) -> dict[str, np.ndarray]:
         part = source if whole else f"{source} [samples {start}:{stop}]"
@@ -76,35 +76,62 @@ def separate_stream(engine, read, nb_samples: int, nb_channels: int, sample_rate
         yield from separate_in_chunks(layout, nb_samples, separate, TARGETS)
 
 
-class ReadAhead:
-    """`read(start, stop)` over the ranges of `plan`, each read in a background thread while the caller
-    separates the one before (decoding overlaps the model; soundfile and ffmpeg release the GIL). A
-    range asked out of order is read directly, once the read in flight has finished, and reading
-    ahead stops. Use as a context manager: leaving it waits for the read in flight and stops the
-    thread."""
+class Ahead:
+    """`fn(*item)` for each item of `items`, in order, each computed in a background thread (`name`)
+    while the caller works on the one before: the next chunk read while one is separated, the next file
+    opened (for ffmpeg formats, decoded) while one is separated. soundfile and ffmpeg release the GIL.
 
-    def __init__(self, read, plan: list[tuple[int, int]]):
-        self.read, self.plan, self.next = read, list(plan), 0
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
-        self.pending = self.pool.submit(read, *self.plan[0]) if self.plan else None
+    Call `ahead(*item)` for the items in order; fn's error for an item is raised there. An item asked
+    out of order is computed directly, once the call in flight has finished, and running ahead stops,
+    so that fn never runs twice at once. `discard(result)` releases a result that was computed ahead
+    and never taken (on `close`, or when waiting for it was interrupted). `close(wait=True)` (also on
+    leaving a `with` block) waits for the call in flight, which may still use what the caller is about
+    to close; `wait=False` leaves it to finish and be discarded.
+    """
 
-    def __call__(self, start: int, stop: int):
-        if self.pending is not None and (start, stop) != self.plan[self.next]:
-            wait([self.pending])                  # never two reads of one file at once: reading ahead stops
-            self.pending = None
-        if self.pending is None:
-            return self.read(start, stop)
-        audio = self.pending.result()             # the decoder's error, if any, is raised here
-        self.next += 1
-        self.pending = (self.pool.submit(self.read, *self.plan[self.next])
-                        if self.next < len(self.plan) else None)
-        return audio
+    def __init__(self, fn, items, name: str, discard=None):
+        self.fn, self.items, self.discard, self.next = fn, [tuple(item) for item in items], discard, 0
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.pending = self._submit()
+
+    def _submit(self):
+        if self.next >= len(self.items):
+            return None
+        item, self.next = self.items[self.next], self.next + 1
+        return item, self.pool.submit(self.fn, *item)
+
+    def __call__(self, *item):
+        pending, self.pending = self.pending, None
+        if pending is None or pending[0] != item:
+            if pending is not None:                        # out of order: running ahead stops here
+                wait([pending[1]])
+                self._release(pending[1])
+                self.next = len(self.items)
+            return self.fn(*item)
+        self.pending = self._submit()
+        try:
+            return pending[1].result()
+        except BaseException:                              # interrupted while waiting: release it once done
+            pending[1].add_done_callback(self._release)
+            raise
+
+    def _release(self, future) -> None:
+        if self.discard is not None and not future.cancelled() and future.exception() is None:
+            self.discard(future.result())
+
+    def close(self, wait: bool = True) -> None:
+        pending, self.pending = self.pending, None
+        try:
+            if pending is not None:
+                pending[1].add_done_callback(self._release)    # at once when it is done, else once it is
+        finally:
+            self.pool.shutdown(wait=wait, cancel_futures=True)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.close()
         return False
 
 
