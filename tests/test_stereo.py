@@ -183,3 +183,27 @@ def test_swap_average_is_the_mean_of_both_channel_orders_and_survives_export(ste
         tiny_config(**{"model.swap_average": True})
 
 
+
+
+@pytest.mark.parametrize("settings", [{}, {"model.swap_average": True}], ids=["joint", "swap_average"])
+@pytest.mark.parametrize("post", [{}, {"wiener_iterations": 1}, {"griffin_lim_iterations": 2}],
+                         ids=["mixture_phase", "wiener", "griffin_lim"])
+def test_separate_batch_equals_each_song_separated_alone(stereo_run, tiny_model_dir, settings, post, rng):
+    """separate_batch (one generator call for every song) against separate_waveform song by song, for a
+    joint-stereo model (stereo, mono and 3-channel songs) and a channel-by-channel one."""
+    from svsgan_tf.models.model_io import load_generator
+
+    for model_dir in (stereo_run.model_dir, tiny_model_dir):
+        config, generator = load_generator(model_dir)
+        if config.model.nb_channels == 1 and settings:
+            continue                                      # swap_average needs a joint-stereo model
+        separator = Separator(config.replace(**settings), generator, **post)
+        for nb_channels in (2, 1, 3):
+            songs = rng.normal(scale=0.1, size=(3, nb_channels, 3000)).astype(np.float32)
+            batch = separator.separate_batch(tf.constant(songs))
+            for i, song in enumerate(songs):
+                alone = separator.separate_waveform(tf.constant(song))
+                for name in ("vocals", "accompaniment"):
+                    assert batch[name].shape == songs.shape
+                    np.testing.assert_allclose(batch[name][i].numpy(), alone[name].numpy(), atol=2e-5)
+            assert not np.allclose(batch["vocals"][0].numpy(), batch["vocals"][1].numpy(), atol=1e-3)

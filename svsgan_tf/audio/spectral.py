@@ -179,14 +179,23 @@ def wiener(magnitudes: list[tf.Tensor], mixture: tf.Tensor, iterations: int = 1,
     return estimates
 
 
+def _swap_channels_and_frames(x: tf.Tensor) -> tf.Tensor:
+    """Swap the third- and second-last axes: (..., a, b, c) -> (..., b, a, c)."""
+    rank = len(x.shape)
+    return tf.transpose(x, list(range(rank - 3)) + [rank - 2, rank - 3, rank - 1])
+
+
 def join_channels(magnitude: tf.Tensor, nb_channels: int, nb_bins: int) -> tf.Tensor:
-    """(nb_channels, nb_frames, nb_bins) -> (nb_frames, nb_channels * nb_bins): each frame holds every
-    channel's bins, channel-major, the layout of a joint-stereo generator (model.nb_channels=2)."""
-    frames = tf.transpose(magnitude, [1, 0, 2])                      # (nb_frames, nb_channels, nb_bins)
-    return tf.reshape(frames, [-1, nb_channels * nb_bins])
+    """(..., nb_channels, nb_frames, nb_bins) -> (..., nb_frames, nb_channels * nb_bins): each frame
+    holds every channel's bins, channel-major, the layout of a joint-stereo generator
+    (model.nb_channels=2)."""
+    frames = _swap_channels_and_frames(magnitude)                    # (..., nb_frames, nb_channels, nb_bins)
+    return tf.reshape(frames, tf.concat([tf.shape(frames)[:-2], [nb_channels * nb_bins]], 0))
 
 
 def split_channels(frames: tf.Tensor, nb_channels: int, nb_bins: int) -> tf.Tensor:
-    """The inverse of `join_channels`: (nb_frames, nb_channels * nb_bins) -> (nb_channels, nb_frames, nb_bins)."""
-    frames = tf.reshape(frames, [-1, nb_channels, nb_bins])          # (nb_frames, nb_channels, nb_bins)
-    return tf.transpose(frames, [1, 0, 2])
+    """The inverse of `join_channels`: (..., nb_frames, nb_channels * nb_bins) ->
+    (..., nb_channels, nb_frames, nb_bins)."""
+    # (..., nb_frames, nb_channels * nb_bins) -> (..., nb_frames, nb_channels, nb_bins)
+    frames = tf.reshape(frames, tf.concat([tf.shape(frames)[:-1], [nb_channels, nb_bins]], 0))
+    return _swap_channels_and_frames(frames)

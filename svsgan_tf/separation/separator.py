@@ -90,51 +90,56 @@ class Separator(WholeSeparation, tf.Module):
         result = self.separate_waveform(tf.constant(waveform))
         return {name: result[name].numpy() for name in TARGETS}
 
-    def mask(self, mixture_magnitude: tf.Tensor) -> tf.Tensor:
-        """(nb_channels, nb_frames, nb_bins) magnitude of one song -> vocals mask in [0, 1], same shape:
-        G's mask (`generator_mask`), then the config's separation.mask_smoothing and
-        separation.mask_power."""
+    def mask(self, mixture_magnitude: tf.Tensor, nb_channels=None) -> tf.Tensor:
+        """(nb_rows, nb_frames, nb_bins) magnitude -> vocals mask in [0, 1], same shape: G's mask
+        (`generator_mask`), then the config's separation.mask_smoothing and separation.mask_power.
+
+        The rows are one song's channels (`nb_channels` None), or the channels of songs after one
+        another, `nb_channels` (int or scalar tensor) rows each."""
         settings = self.config.separation
-        return power_mask(smooth_mask(self.generator_mask(mixture_magnitude), settings.mask_smoothing),
+        return power_mask(smooth_mask(self.generator_mask(mixture_magnitude, nb_channels), settings.mask_smoothing),
                           settings.mask_power)
 
-    def generator_mask(self, mixture_magnitude: tf.Tensor) -> tf.Tensor:
-        """(nb_channels, nb_frames, nb_bins) magnitude -> G's vocals mask, same shape, before smoothing.
+    def generator_mask(self, mixture_magnitude: tf.Tensor, nb_channels=None) -> tf.Tensor:
+        """(nb_rows, nb_frames, nb_bins) magnitude -> G's vocals mask, same shape, before smoothing; the
+        rows are one song's channels, or the songs' channels `nb_channels` by `nb_channels` (see `mask`).
 
-        A channel-by-channel generator (model.nb_channels 1) takes the channels as its batch. A
-        joint-stereo one (2) separates two channels jointly and any other channel count (mono
-        included) channel by channel, each channel fed as both of its channels.
+        A channel-by-channel generator (model.nb_channels 1) takes the rows as its batch. A joint-stereo
+        one (2) separates each song's two channels jointly and, for any other channel count (mono
+        included), channel by channel, each channel fed as both of its channels.
         """
         call = lambda frames: self.generator(frames, training=False)        # noqa: E731
         if self.generator.nb_channels == 1:
             return call(mixture_magnitude)
-        return tf.cond(tf.equal(tf.shape(mixture_magnitude)[0], 2),
+        if nb_channels is None:
+            nb_channels = tf.shape(mixture_magnitude)[0]
+        return tf.cond(tf.equal(nb_channels, 2),
                        lambda: self.joint_stereo_mask(mixture_magnitude, call),
                        lambda: self._dual_mono_mask(mixture_magnitude, call))
 
     def joint_stereo_mask(self, magnitude: tf.Tensor, call) -> tf.Tensor:
-        """(2, nb_frames, nb_bins) -> (2, nb_frames, nb_bins) with a joint-stereo generator `call`
-        ((batch, nb_frames, 2 * nb_bins) -> mask of that shape); with model.swap_average, the mean of
-        the masks of both channel orders."""
+        """(nb_songs * 2, nb_frames, nb_bins), each song's left then right channel -> mask of that shape,
+        with a joint-stereo generator `call` ((batch, nb_frames, 2 * nb_bins) -> mask of that shape);
+        with model.swap_average, the mean of the masks of both channel orders."""
         nb_bins = self.generator.nb_bins
+        shape = tf.shape(magnitude)
+        pairs = tf.reshape(magnitude, [-1, 2, shape[1], nb_bins])          # (nb_songs, 2, nb_frames, nb_bins)
         if not self.config.model.swap_average:
-            frames = join_channels(magnitude, 2, nb_bins)[None]          # (1, nb_frames, 2 * nb_bins)
-            mask = call(frames)                                          # (1, nb_frames, 2 * nb_bins)
-            return split_channels(mask[0], 2, nb_bins)                   # (2, nb_frames, nb_bins)
-        # (2 orders, nb_frames, 2 * nb_bins): (left, right) and (right, left)
-        frames = tf.stack([join_channels(magnitude, 2, nb_bins), join_channels(magnitude[::-1], 2, nb_bins)])
-        mask = call(frames)                                              # (2 orders, nb_frames, 2 * nb_bins)
-        swapped_back = split_channels(mask[1], 2, nb_bins)[::-1]          # (2, nb_frames, nb_bins)
-        return 0.5 * (split_channels(mask[0], 2, nb_bins) + swapped_back)
+            mask = call(join_channels(pairs, 2, nb_bins))                  # (nb_songs, nb_frames, 2 * nb_bins)
+            return tf.reshape(split_channels(mask, 2, nb_bins), shape)
+        # (2 orders * nb_songs, nb_frames, 2 * nb_bins): (left, right) of every song, then (right, left)
+        mask = call(tf.concat([join_channels(pairs, 2, nb_bins), join_channels(pairs[:, ::-1], 2, nb_bins)], 0))
+        forward, swapped = tf.split(split_channels(mask, 2, nb_bins), 2)  # each (nb_songs, 2, nb_frames, nb_bins)
+        return tf.reshape(0.5 * (forward + swapped[:, ::-1]), shape)
 
     def _dual_mono_mask(self, magnitude: tf.Tensor, call) -> tf.Tensor:
-        """(nb_channels, nb_frames, nb_bins) -> same shape, each channel separated as a stereo pair of
-        two equal channels, the pair's two masks averaged."""
+        """(nb_rows, nb_frames, nb_bins) -> same shape, each row separated as a stereo pair of two equal
+        channels, the pair's two masks averaged."""
         nb_bins = self.generator.nb_bins
-        pairs = tf.tile(magnitude, [1, 1, 2])                            # (nb_channels, nb_frames, 2 * nb_bins)
-        mask = call(pairs)                                               # (nb_channels, nb_frames, 2 * nb_bins)
+        pairs = tf.tile(magnitude, [1, 1, 2])                            # (nb_rows, nb_frames, 2 * nb_bins)
+        mask = call(pairs)                                               # (nb_rows, nb_frames, 2 * nb_bins)
         shape = tf.shape(magnitude)
-        mask = tf.reshape(mask, [shape[0], shape[1], 2, nb_bins])        # (nb_channels, nb_frames, 2, nb_bins)
+        mask = tf.reshape(mask, [shape[0], shape[1], 2, nb_bins])        # (nb_rows, nb_frames, 2, nb_bins)
         return tf.reduce_mean(mask, axis=2)
 
     def separate_magnitude(self, mixture_magnitude: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -155,28 +160,68 @@ class Separator(WholeSeparation, tf.Module):
         """Separate audio at the model's sample rate.
 
         Args:
-            waveform: (nb_channels, nb_samples) float32 (see `mask` for how channels are treated).
+            waveform: (nb_channels, nb_samples) float32 (see `generator_mask` for how channels are treated).
         Returns:
             {"vocals": (nb_channels, nb_samples), "accompaniment": (nb_channels, nb_samples)} float32.
         """
+        stems = self._separate(waveform[None])                   # each (1, nb_channels, nb_samples)
+        return {name: stem[0] for name, stem in stems.items()}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="waveforms")])
+    def separate_batch(self, waveforms: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Separate songs of equal length and channel count at once, each as `separate_waveform`
+        separates it, with one generator call for all of them (server-side batching of requests).
+
+        Args:
+            waveforms: (nb_songs, nb_channels, nb_samples) float32 at the model's sample rate.
+        Returns:
+            {"vocals", "accompaniment"}: (nb_songs, nb_channels, nb_samples) float32.
+        """
+        return self._separate(waveforms)
+
+    def _separate(self, waveforms: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The body of `separate_waveform` and `separate_batch`: (nb_songs, nb_channels, nb_samples) ->
+        {"vocals", "accompaniment"} of that shape."""
         n_fft, hop = self.config.stft.n_fft, self.config.separation_stft.hop_length
-        nb_samples = tf.shape(waveform)[-1]
-        spectrogram = stft(waveform, n_fft, hop)                  # (nb_channels, nb_frames, nb_bins)
+        shape = tf.shape(waveforms)
+        nb_channels, nb_samples = shape[1], shape[2]
+        # (nb_songs, nb_channels, nb_samples) -> (nb_songs * nb_channels, nb_samples)
+        rows = tf.reshape(waveforms, [-1, nb_samples])
+        spectrogram = stft(rows, n_fft, hop)                     # (nb_songs * nb_channels, nb_frames, nb_bins)
         magnitude = tf.abs(spectrogram)
-        mask = self.mask(magnitude)
-        stems = {"vocals": mask, "accompaniment": 1.0 - mask}
+        mask = self.mask(magnitude, nb_channels)
         if self.wiener_iterations:
-            filtered = wiener([m * magnitude for m in stems.values()], spectrogram, self.wiener_iterations)
-            return {name: istft(y, nb_samples, n_fft, hop) for name, y in zip(stems, filtered)}
-        if self.griffin_lim_iterations == 0:
+            stems = self._wiener(mask, spectrogram, nb_channels, nb_samples)
+        elif self.griffin_lim_iterations == 0:
             # estimated magnitude with the mixture phase: mask * |X| * e^{i angle X} = mask * X; the
             # inverse STFT is linear and inverts `stft` exactly, so the accompaniment, (1 - mask) * X, is
             # the waveform less the vocals: one inverse STFT, not two
             vocals = istft(tf.cast(mask, tf.complex64) * spectrogram, nb_samples, n_fft, hop)
-            return {"vocals": vocals, "accompaniment": waveform - vocals}
-        phase = unit_phase(spectrogram)
-        return {name: griffin_lim(m * magnitude, phase, nb_samples, n_fft, hop, self.griffin_lim_iterations)
-                for name, m in stems.items()}
+            stems = {"vocals": vocals, "accompaniment": rows - vocals}
+        else:
+            phase = unit_phase(spectrogram)
+            stems = {name: griffin_lim(m * magnitude, phase, nb_samples, n_fft, hop, self.griffin_lim_iterations)
+                     for name, m in (("vocals", mask), ("accompaniment", 1.0 - mask))}
+        # (nb_songs * nb_channels, nb_samples) -> (nb_songs, nb_channels, nb_samples)
+        return {name: tf.reshape(stem, shape) for name, stem in stems.items()}
+
+    def _wiener(self, mask, spectrogram, nb_channels, nb_samples) -> dict[str, tf.Tensor]:
+        """The Wiener-filtered stems, song by song (it filters a song's channels jointly): mask and
+        spectrogram (nb_songs * nb_channels, nb_frames, nb_bins) -> {name: (nb_songs * nb_channels, nb_samples)}."""
+        n_fft, hop = self.config.stft.n_fft, self.config.separation_stft.hop_length
+        frames = tf.shape(spectrogram)[1:]
+        # (nb_songs * nb_channels, nb_frames, nb_bins) -> (nb_songs, nb_channels, nb_frames, nb_bins)
+        by_song = [tf.reshape(x, tf.concat([[-1, nb_channels], frames], 0)) for x in (mask, spectrogram)]
+
+        def song(pair):
+            m, x = pair
+            magnitude = tf.abs(x)
+            return tf.stack(wiener([m * magnitude, (1.0 - m) * magnitude], x, self.wiener_iterations))
+
+        # (nb_songs, 2 stems, nb_channels, nb_frames, nb_bins)
+        filtered = tf.map_fn(song, (by_song[0], by_song[1]), fn_output_signature=tf.complex64)
+        filtered = tf.reshape(tf.transpose(filtered, [1, 0, 2, 3, 4]), tf.concat([[2, -1], frames], 0))
+        return {name: istft(filtered[i], nb_samples, n_fft, hop) for i, name in enumerate(TARGETS)}
 
 
 def smooth_mask(mask: tf.Tensor, nb_frames: int) -> tf.Tensor:
