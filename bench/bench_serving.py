@@ -1,6 +1,7 @@
 """Load benchmark of serving.server on loopback: concurrent gRPC clients separating fixed clips; writes JSON.
 
     python bench/bench_serving.py [--model DIR] [--concurrency 8] [--duration 60] [--clip-seconds 10]
+    python bench/bench_serving.py --model fast --concurrency 4 --enable-batching [--max-batch-size 8]
     python bench/bench_serving.py --soak [--max-requests 10000] [--duration 600] [--bad-every 10]
 
 Exports the model (by default the shipped pretrained model; in a checkout without one, a default-size
@@ -331,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds of the same load before measuring, not counted (default 10)")
     parser.add_argument("--max-concurrent-runs", type=int, default=None,
                         help="the server's --max_concurrent_runs (default: the server's default)")
+    parser.add_argument("--enable-batching", action="store_true",
+                        help="start the server with --enable_batching (concurrent requests of one shape together)")
+    parser.add_argument("--max-batch-size", type=int, default=None, help="the server's --max_batch_size")
+    parser.add_argument("--batch-timeout-micros", type=int, default=None, help="the server's --batch_timeout_micros")
     parser.add_argument("--max-requests", type=int, default=10000, help="stop after this many requests (default 10000)")
     parser.add_argument("--clip-seconds", type=float, default=None,
                         help=f"clip length (default {DEFAULT_CLIP_SECONDS[0]:g}, "
@@ -359,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SVSGANError("--concurrency, --max-requests, --channels and --clip-seconds must be positive")
     if args.bad_every < 0:
         raise SVSGANError(f"--bad-every {args.bad_every}: must be >= 0")
+    batching_flags = ["--enable_batching"] if args.enable_batching else []
+    for flag, value in (("--max_batch_size", args.max_batch_size), ("--batch_timeout_micros", args.batch_timeout_micros)):
+        if value is not None:
+            batching_flags += [flag, str(value)]
     cli.start_tensorflow(quiet=True)
     import grpc
     import tensorflow as tf
@@ -391,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                 [sys.executable, "-m", "serving.server", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
                  "--model_name", MODEL_NAME, "--model_base_path", base,
                  "--grpc_max_threads", str(max(16, args.concurrency)), "--quiet"]
-                + ([] if args.max_concurrent_runs is None else ["--max_concurrent_runs", str(args.max_concurrent_runs)]),
+                + ([] if args.max_concurrent_runs is None else ["--max_concurrent_runs", str(args.max_concurrent_runs)])
+                + batching_flags,
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
             try:
@@ -431,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                  "concurrency": args.concurrency, "duration_s": args.duration, "warmup_s": args.warmup,
                  "max_requests": args.max_requests, "server_max_concurrent_runs": args.max_concurrent_runs
                  if args.max_concurrent_runs is not None else DEFAULT_MAX_CONCURRENT_RUNS,
+                 "server_batching_flags": batching_flags,
                  "clip_seconds": args.clip_seconds, "clip_channels": args.channels,
                  "request_mb": round(clip.nbytes / 2 ** 20, 2), "timeout_s": args.timeout,
                  "address": "127.0.0.1 (loopback)"},

@@ -18,7 +18,12 @@ signature before allocating anything for it, and answers with these gRPC status 
     --max_channels or --max_samples                        RESOURCE_EXHAUSTED
     any other failure while running                        INTERNAL
 
-Memory stays bounded: at most --max_concurrent_runs signatures run at once, a waveform longer than
+With --enable_batching, concurrent serving_default requests of one waveform shape are separated
+together, in one call of the export's separate_batch signature (serving/batching.py): a batch holds at
+most --max_batch_size requests, waits at most --batch_timeout_micros for more, and keeps filling while
+the run slots are busy; if the batch fails (a bad request in it), each of its requests is run alone.
+
+Memory stays bounded: at most --max_concurrent_runs signatures run at once (a batch is one run), a waveform longer than
 --chunk_seconds is separated in chunks joined with svsgan_tf.separation.chunking (on the chunk context that the
 export's model_info states; exports without it are separated in one piece), and freed heap memory is
 handed back to the system after every TRIM_EVERY_BYTES of requests and responses (glibc malloc_trim).
@@ -41,10 +46,11 @@ from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
+from serving.batching import DEFAULT_BATCH_TIMEOUT_MICROS, DEFAULT_MAX_BATCH_SIZE, BatchQueue
 from svsgan_tf import cli
 from svsgan_tf.separation.chunking import DEFAULT_CHUNK_SECONDS, ChunkLayout, separate_in_chunks, separation_layout
-from svsgan_tf.errors import ConfigError
-from svsgan_tf.export.savedmodel import INFO_SIGNATURE, WAVEFORM_SIGNATURE
+from svsgan_tf.errors import ConfigError, first_line
+from svsgan_tf.export.savedmodel import BATCH_SIGNATURE, INFO_SIGNATURE, WAVEFORM_SIGNATURE
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +59,7 @@ DEFAULT_PORT = 8500
 DEFAULT_MAX_MESSAGE_MB = 64.0
 DEFAULT_SIGNATURE = WAVEFORM_SIGNATURE
 WAVEFORM_INPUT = "waveform"                   # the (nb_channels, nb_samples) input of WAVEFORM_SIGNATURE
+BATCH_INPUT = "waveforms"                     # the (nb_songs, nb_channels, nb_samples) input of BATCH_SIGNATURE
 DEFAULT_MAX_SAMPLES = 30 * 60 * 44100         # per channel: 30 minutes at 44.1 kHz
 DEFAULT_MAX_CHANNELS = 8
 DEFAULT_MAX_CONCURRENT_RUNS = 2
@@ -143,7 +150,7 @@ def load_servable(name: str, base_path: str, chunk_seconds: float = DEFAULT_CHUN
         with open(pb_path, "rb") as handle:
             proto.ParseFromString(handle.read())
     except (OSError, ValueError, RuntimeError, tf.errors.OpError) as err:
-        raise ConfigError(f"{path}: cannot load the SavedModel ({_first_line(err)})") from None
+        raise ConfigError(f"{path}: cannot load the SavedModel ({first_line(err)})") from None
     meta_graph = next((m for m in proto.meta_graphs if SERVE_TAG in m.meta_info_def.tags), proto.meta_graphs[0])
     signatures = {}
     for key, function in loaded.signatures.items():
@@ -191,11 +198,6 @@ def models_from_config_file(path: str) -> list[tuple[str, str]]:
     if not entries:
         raise ConfigError(f"{path}: no model in model_config_list")
     return entries
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _shape_text(dims) -> str:
@@ -259,7 +261,7 @@ def parse_inputs(signature: Signature, request, limits: Limits = Limits()) -> di
         try:
             arrays[alias] = _to_array(proto, content, spec.dtype, dims)
         except (ValueError, TypeError) as err:
-            raise RequestError(invalid, f"{where}: tensor parsing error ({_first_line(err)})") from None
+            raise RequestError(invalid, f"{where}: tensor parsing error ({first_line(err)})") from None
     return arrays
 
 
@@ -434,6 +436,35 @@ def run_in_chunks(signature: Signature, waveform, names: list[str], layout: Chun
     return stems
 
 
+def batchable(servable: Servable, signature: Signature, arrays: dict) -> bool:
+    """Whether a request can join a batch: a WAVEFORM_SIGNATURE waveform separated in one piece, by an
+    export that has BATCH_SIGNATURE (exports made before it have not)."""
+    waveform = arrays.get(WAVEFORM_INPUT)
+    return (signature.name == WAVEFORM_SIGNATURE and BATCH_SIGNATURE in servable.signatures
+            and len(arrays) == 1 and waveform is not None
+            and (servable.chunk_layout is None or waveform.shape[1] <= servable.chunk_layout.chunk))
+
+
+def run_batched(queue: BatchQueue, servable: Servable, waveform) -> dict:
+    """Separate a (nb_channels, nb_samples) waveform in a batch of the concurrent requests of its shape;
+    returns every output of WAVEFORM_SIGNATURE, {name: (nb_channels, nb_samples)}."""
+    import numpy as np
+
+    batch_signature, signature = servable.signatures[BATCH_SIGNATURE], servable.signatures[WAVEFORM_SIGNATURE]
+    names = sorted(signature.outputs)
+
+    def run_batch(waveforms: list) -> list:
+        stacked = np.stack(waveforms)                           # (nb_songs, nb_channels, nb_samples)
+        outputs = call_signature(batch_signature, {BATCH_INPUT: stacked}, names)
+        return [{name: outputs[name][i] for name in names} for i in range(len(waveforms))]
+
+    def run_one(item) -> dict:
+        return call_signature(signature, {WAVEFORM_INPUT: item}, names)
+
+    key = (servable.name, servable.version, waveform.shape)
+    return queue.submit(key, waveform, run_batch, run_one)
+
+
 @functools.lru_cache(maxsize=None)
 def _malloc_trim():
     """glibc's malloc_trim(size_t pad), or None where the C library has none (musl, macOS)."""
@@ -491,13 +522,13 @@ def _respond(context, handler, what: str):
         error = err
     except Exception as err:  # noqa: BLE001  (any bug becomes INTERNAL, the server keeps serving)
         logger.exception("%s failed", what)
-        error = RequestError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {_first_line(err)}")
+        error = RequestError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {first_line(err)}")
     logger.info("%s: %s: %s", what, error.code.name, error.message)
     context.abort(error.code, error.message)
 
 
 def make_servicers(servables: dict, limits: Limits = Limits(),
-                   max_concurrent_runs: int | None = DEFAULT_MAX_CONCURRENT_RUNS):
+                   max_concurrent_runs: int | None = DEFAULT_MAX_CONCURRENT_RUNS, batching: BatchQueue | None = None):
     """(PredictionServiceServicer, ModelServiceServicer) over the loaded `servables`.
 
     Requests are checked against `limits` before anything is allocated for them. At most
@@ -506,12 +537,17 @@ def make_servicers(servables: dict, limits: Limits = Limits(),
     holds its inputs, spectrograms and outputs in memory: the limit bounds memory (on 2 cores, 8
     clients got no fewer requests per second with a limit of 2 than without one). After every
     TRIM_EVERY_BYTES of requests and responses, `release_memory` runs once the RPC is over.
+
+    With `batching`, requests that can join a batch (`batchable`) are separated in batches of their
+    shape (`run_batched`); a batch takes one of the `max_concurrent_runs` slots.
     """
     import grpc
     from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                          predict_pb2, prediction_service_pb2_grpc)
 
     runs = threading.BoundedSemaphore(max_concurrent_runs) if max_concurrent_runs else contextlib.nullcontext()
+    if batching is not None:
+        batching.slots = runs
     handled = {"bytes": 0}                  # since the last release_memory
     handled_lock = threading.Lock()
 
@@ -537,14 +573,11 @@ def make_servicers(servables: dict, limits: Limits = Limits(),
                                        f"Serving signature key \"{name}\" not found; model {servable.name} has "
                                        f"{', '.join(sorted(servable.signatures))}")
                 try:
-                    with runs:
-                        if not context.is_active():
-                            raise RequestError(grpc.StatusCode.CANCELLED,
-                                               "the client cancelled or its deadline passed")
-                        arrays = parse_inputs(signature, request, limits)
-                        outputs = run_signature(signature, arrays, request.output_filter, servable.chunk_layout,
-                                                context.is_active)
-                        del arrays
+                    if batching is not None and signature.name == WAVEFORM_SIGNATURE:
+                        outputs = self.batched(servable, signature, request, context)
+                    else:
+                        with runs:
+                            outputs = self.run(servable, signature, request, context)
                 finally:
                     count_bytes(context, request.ByteSize())         # refused or failed requests too
                 response = predict_pb2.PredictResponse()
@@ -557,6 +590,27 @@ def make_servicers(servables: dict, limits: Limits = Limits(),
                 return response
 
             return _respond(context, handle, f"Predict({request.model_spec.name})")
+
+        @staticmethod
+        def run(servable, signature, request, context) -> dict:
+            """The requested outputs of one call of `signature` (chunked when long)."""
+            if not context.is_active():
+                raise RequestError(grpc.StatusCode.CANCELLED, "the client cancelled or its deadline passed")
+            arrays = parse_inputs(signature, request, limits)
+            return run_signature(signature, arrays, request.output_filter, servable.chunk_layout, context.is_active)
+
+        def batched(self, servable, signature, request, context) -> dict:
+            """The requested outputs, separated in a batch where the request can join one; parsed
+            outside the run slots, so that requests join a batch while the model is busy."""
+            arrays = parse_inputs(signature, request, limits)
+            if not batchable(servable, signature, arrays):
+                with runs:
+                    return self.run(servable, signature, request, context)
+            names = output_names(signature, request.output_filter)
+            if not context.is_active():
+                raise RequestError(grpc.StatusCode.CANCELLED, "the client cancelled or its deadline passed")
+            outputs = run_batched(batching, servable, arrays.pop(WAVEFORM_INPUT))
+            return {name: outputs[name] for name in names}
 
         def GetModelMetadata(self, request, context):  # noqa: N802
             def handle():
@@ -597,12 +651,12 @@ def make_servicers(servables: dict, limits: Limits = Limits(),
 
 def build_server(servables: dict, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  limits: Limits = Limits(), max_threads: int = 16,
-                 max_concurrent_runs: int | None = DEFAULT_MAX_CONCURRENT_RUNS):
+                 max_concurrent_runs: int | None = DEFAULT_MAX_CONCURRENT_RUNS, batching: BatchQueue | None = None):
     """A grpc.Server for `servables`, not started yet; returns (server, bound port).
 
     Requests larger than `limits.max_message_bytes` are refused by gRPC with RESOURCE_EXHAUSTED;
     responses are not limited (the real server allows 2 GiB both ways). SO_REUSEPORT is off, so a port
-    in use is an error instead of a second server silently sharing it.
+    in use is an error instead of a second server silently sharing it. `batching`: see make_servicers.
     """
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
@@ -611,7 +665,7 @@ def build_server(servables: dict, host: str = DEFAULT_HOST, port: int = DEFAULT_
         futures.ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="grpc"),
         options=[("grpc.max_receive_message_length", limits.max_message_bytes),
                  ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
-    prediction, model = make_servicers(servables, limits, max_concurrent_runs)
+    prediction, model = make_servicers(servables, limits, max_concurrent_runs, batching)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(model, server)
     address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
@@ -653,6 +707,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunk_seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
                         help=f"longer waveforms are separated in chunks of about this length, joined "
                              f"without seams (default {DEFAULT_CHUNK_SECONDS:g}); bounds memory per request")
+    parser.add_argument("--enable_batching", action="store_true",
+                        help="separate concurrent serving_default requests of one waveform shape together, "
+                             "in one call of the separate_batch signature")
+    parser.add_argument("--max_batch_size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+                        help=f"with --enable_batching, the most requests in one batch (default {DEFAULT_MAX_BATCH_SIZE})")
+    parser.add_argument("--batch_timeout_micros", type=int, default=DEFAULT_BATCH_TIMEOUT_MICROS,
+                        help="with --enable_batching, how long a batch waits for more requests before it "
+                             f"runs, in microseconds (default {DEFAULT_BATCH_TIMEOUT_MICROS})")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
     return parser
 
@@ -670,9 +732,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_concurrent_runs < 0:
         raise ConfigError(f"--max_concurrent_runs {args.max_concurrent_runs}: must be >= 0")
     for flag, value in (("--max_samples", args.max_samples), ("--max_channels", args.max_channels),
-                        ("--chunk_seconds", args.chunk_seconds)):
+                        ("--chunk_seconds", args.chunk_seconds), ("--max_batch_size", args.max_batch_size)):
         if value <= 0:
             raise ConfigError(f"{flag} {value:g}: must be > 0")
+    if args.batch_timeout_micros < 0:
+        raise ConfigError(f"--batch_timeout_micros {args.batch_timeout_micros}: must be >= 0")
     entries = ([(args.model_name, args.model_base_path)] if args.model_base_path is not None
                else models_from_config_file(args.model_config_file))
     for _, base_path in entries:
@@ -680,8 +744,9 @@ def main(argv: list[str] | None = None) -> int:
     cli.start_tensorflow(args.quiet)
     servables = {name: load_servable(name, base_path, args.chunk_seconds) for name, base_path in entries}
     limits = Limits(int(args.max_message_mb * 2 ** 20), args.max_samples, args.max_channels)
+    batching = BatchQueue(args.max_batch_size, args.batch_timeout_micros / 1e6) if args.enable_batching else None
     server, port = build_server(servables, args.host, args.port, limits, args.grpc_max_threads,
-                                args.max_concurrent_runs or None)
+                                args.max_concurrent_runs or None, batching)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

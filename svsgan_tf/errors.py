@@ -31,3 +31,9 @@ class OutputError(SVSGANError):
 
 class ServingError(SVSGANError):
     """A model server that cannot be used: down, too slow, unknown model or signature, request refused."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -73,6 +73,23 @@ def test_waveform_signature_equals_the_separator(loaded, separator):
             assert np.abs(exported[name].numpy() - local[name].numpy()).max() < 1e-5
 
 
+def test_batch_signature_equals_the_waveform_signature_song_by_song(loaded):
+    serve, batch = loaded.signatures["serving_default"], loaded.signatures["separate_batch"]
+    songs = np.stack([make_track(seed, duration=1.0, sample_rate=8000).mixture.T for seed in (4, 5, 6)])
+    exported = batch(waveforms=tf.constant(songs))              # (nb_songs, nb_channels, nb_samples)
+    assert set(exported) == {"vocals", "accompaniment"}
+    for i, song in enumerate(songs):
+        alone = serve(waveform=tf.constant(song))
+        for name in ("vocals", "accompaniment"):
+            assert exported[name].shape == songs.shape
+            assert np.abs(exported[name][i].numpy() - alone[name].numpy()).max() < 1e-5
+    with pytest.raises(tf.errors.InvalidArgumentError, match="2 non-finite"):
+        songs[1, 0, :2] = np.nan
+        batch(waveforms=tf.constant(songs))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="no songs"):
+        batch(waveforms=tf.zeros((0, 2, 4000)))
+
+
 def test_magnitude_signature_equals_the_generator(loaded, separator):
     stft_config = separator.config.stft
     waveform = tf.constant(make_track(6, duration=1.0, sample_rate=8000).mixture.T)

@@ -5,7 +5,7 @@ waveform -> STFT -> generator mask -> inverse STFT -> vocals and accompaniment w
 
 Layout (TF Serving's versioned layout; the server serves the newest numeric folder)::
 
-    BASE/<version>/saved_model.pb         the graph and its three signatures (below)
+    BASE/<version>/saved_model.pb         the graph and its four signatures (below)
     BASE/<version>/variables/             the generator's weights
     BASE/<version>/assets/config.json     the model's Config, as a SavedModel asset
     BASE/<version>/config.json            the same file, beside the SavedModel
@@ -18,6 +18,13 @@ Signatures (method tensorflow/serving/predict):
              joint-stereo model separates two channels together).
     outputs: ``vocals``, ``accompaniment``  float32 (nb_channels, nb_samples); with the mixture phase
              they add up to the input.
+``separate_batch``
+    inputs:  ``waveforms``  float32 (nb_songs, nb_channels, nb_samples): songs of one length and
+             channel count, each checked and separated as ``serving_default`` separates it, with one
+             generator call for all (`Separator.separate_batch`). Its first axis is the batch, so it is
+             the signature to send batched requests to (TF Serving's batching joins requests along
+             the first axis; ``serving_default``'s first axis is the channels).
+    outputs: ``vocals``, ``accompaniment``  float32 (nb_songs, nb_channels, nb_samples).
 ``separate_magnitude``
     inputs:  ``magnitude``  float32 (nb_channels, nb_frames, nb_bins), mixture STFT magnitude frames
              (nb_bins = n_fft / 2 + 1), nb_frames >= 1, finite and >= 0.
@@ -47,9 +54,10 @@ from svsgan_tf.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 WAVEFORM_SIGNATURE = "serving_default"
+BATCH_SIGNATURE = "separate_batch"
 MAGNITUDE_SIGNATURE = "separate_magnitude"
 INFO_SIGNATURE = "model_info"
-SIGNATURES = (WAVEFORM_SIGNATURE, MAGNITUDE_SIGNATURE, INFO_SIGNATURE)
+SIGNATURES = (WAVEFORM_SIGNATURE, BATCH_SIGNATURE, MAGNITUDE_SIGNATURE, INFO_SIGNATURE)
 CONFIG_FILE = "config.json"
 
 
@@ -83,7 +91,7 @@ def check_target(base: str, version: int | None) -> tuple[int, str]:
 
 
 def build_serving_module(separator):
-    """A tf.Module holding `separator` and the three serving functions (see the module docstring).
+    """A tf.Module holding `separator` and the four serving functions (see the module docstring).
 
     Returns (module, signatures): `signatures` maps each signature name to its concrete function, for
     tf.saved_model.save (`save_serving_module` adds the config asset and saves).
@@ -108,18 +116,27 @@ def build_serving_module(separator):
     def nb_nonfinite(tensor):
         return tf.reduce_sum(tf.cast(~tf.math.is_finite(tensor), tf.int64))
 
-    def separate(waveform):
-        """(nb_channels, nb_samples) float32 -> {"vocals", "accompaniment"} (nb_channels, nb_samples)."""
-        nb_channels, nb_samples = tf.shape(waveform)[0], tf.shape(waveform)[1]
-        bad = nb_nonfinite(waveform)
-        waveform = checked(waveform, [
+    def checked_waveforms(waveforms):
+        """(nb_songs, nb_channels, nb_samples) -> the same tensor, once the checks below pass."""
+        nb_songs, nb_channels, nb_samples = tf.shape(waveforms)[0], tf.shape(waveforms)[1], tf.shape(waveforms)[2]
+        bad = nb_nonfinite(waveforms)
+        return checked(waveforms, [
+            require(nb_songs > 0, "waveforms has no songs: expected (nb_songs, nb_channels, nb_samples)"),
             require(nb_channels > 0, "waveform has no channels: expected (nb_channels, nb_samples)"),
             require(nb_samples >= min_samples, tf.strings.format(
                 "audio is too short: {} samples, at least {} (one STFT frame at {} Hz) are needed",
                 (nb_samples, min_samples, rate))),
             require(bad == 0, tf.strings.format("audio contains {} non-finite samples (NaN or Inf)", bad)),
         ])
-        stems = separator.separate_waveform(waveform)
+
+    def separate(waveform):
+        """(nb_channels, nb_samples) float32 -> {"vocals", "accompaniment"} (nb_channels, nb_samples)."""
+        stems = separator.separate_waveform(checked_waveforms(waveform[None])[0])
+        return {"vocals": stems["vocals"], "accompaniment": stems["accompaniment"]}
+
+    def separate_batch(waveforms):
+        """(nb_songs, nb_channels, nb_samples) float32 -> {"vocals", "accompaniment"} of that shape."""
+        stems = separator.separate_batch(checked_waveforms(waveforms))
         return {"vocals": stems["vocals"], "accompaniment": stems["accompaniment"]}
 
     def separate_magnitude(magnitude):
@@ -151,11 +168,14 @@ def build_serving_module(separator):
     module.separator = separator          # tracks the generator's variables
     module.separate = tf.function(separate, input_signature=[
         tf.TensorSpec([None, None], tf.float32, name="waveform")])
+    module.separate_batch = tf.function(separate_batch, input_signature=[
+        tf.TensorSpec([None, None, None], tf.float32, name="waveforms")])
     module.separate_magnitude = tf.function(separate_magnitude, input_signature=[
         tf.TensorSpec([None, None, nb_bins], tf.float32, name="magnitude")])
     module.model_info = tf.function(model_info, input_signature=[
         tf.TensorSpec([], tf.int64, name="nb_samples")])
     signatures = {WAVEFORM_SIGNATURE: module.separate.get_concrete_function(),
+                  BATCH_SIGNATURE: module.separate_batch.get_concrete_function(),
                   MAGNITUDE_SIGNATURE: module.separate_magnitude.get_concrete_function(),
                   INFO_SIGNATURE: module.model_info.get_concrete_function()}
     return module, signatures

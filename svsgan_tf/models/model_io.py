@@ -24,7 +24,7 @@ import os
 from svsgan_tf.config import Config
 from svsgan_tf.shipped_models import (CONFIG_FILE, DEFAULT_MODEL, PRETRAINED_DIR, default_model_path,  # noqa: F401
                                       pretrained_names, resolve_model)
-from svsgan_tf.errors import ConfigError
+from svsgan_tf.errors import ConfigError, first_line
 from svsgan_tf.io_utils import atomic_directory, file_sha256
 
 logger = logging.getLogger(__name__)
@@ -142,16 +142,10 @@ def _check_checksum(weights: str, folder: str) -> None:
             raise ValueError(f"the checksum of {os.path.basename(weights)} is not a string")
         actual = file_sha256(weights) if expected is not None else None
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ConfigError(f"{manifest}: cannot read the weights' checksums ({_first_line(err)})") from None
+        raise ConfigError(f"{manifest}: cannot read the weights' checksums ({first_line(err)})") from None
     if expected is not None and actual != expected.lower():
         raise ConfigError(f"{weights}: weights do not match their checksum (damaged?): SHA-256 {actual[:12]}..., "
                           f"{CHECKSUM_FILE} says {expected[:12]}...")
-
-
-def _first_line(err: Exception) -> str:
-    """The first line of an exception's message, or its type when it has none."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def ensemble_of(loaded: list, names: list[str], config: Config | None = None):
@@ -321,4 +315,4 @@ def _load_weights(model, weights: str, folder: str) -> None:
     # a damaged file fails in h5py (OSError, KeyError) or in Keras (TypeError, ValueError, IndexError...)
     except (OSError, TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as err:
         raise ConfigError(f"{weights}: cannot load the weights, the file is damaged or they do not fit the "
-                          f"model of config.json ({type(err).__name__}: {_first_line(err)})") from None
+                          f"model of config.json ({type(err).__name__}: {first_line(err)})") from None
