@@ -32,6 +32,15 @@ def add_model_argument(parser, flag: str = "--model") -> None:
                         help=f"a model folder, or the name of a shipped model ({names}); default {DEFAULT_MODEL}")
 
 
+def add_precision_argument(parser) -> None:
+    """The --precision option of the commands that separate (Separator.from_directory)."""
+    from svsgan_tf.config import PRECISIONS
+
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
+                        help="the U-Net's arithmetic: float32, bfloat16, or auto (bfloat16 on a CPU with native "
+                             "bfloat16 instructions); default: the model's separation.precision")
+
+
 def start_tensorflow(quiet: bool) -> None:
     """Set logging and TensorFlow's verbosity, then import TensorFlow (slow; call after parsing)."""
     from svsgan_tf.runtime import quiet_tensorflow, setup_logging

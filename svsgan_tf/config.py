@@ -25,6 +25,8 @@ RETIRED_TAG = "experiments-2026-12 (commit f5b77d0)"
 TARGETS = ("vocals", "accompaniment")                  # the stems every separator returns, in order
 TRAINING_TARGETS = ("magnitude", "phase_sensitive")   # what G estimates (data.target)
 READERS = ("python", "tfio")                            # how training excerpts are read (data.reader)
+# the U-Net's arithmetic when separating (separation.precision); "auto": bfloat16 where it is native
+PRECISIONS = ("float32", "bfloat16", "auto")
 
 
 # G's and D's optimizer (train.optimizer); sgd_momentum is SGD with momentum 0.9
@@ -314,11 +316,18 @@ class SeparationConfig:
     of their power spectra; below 1 softens the mask towards 0.5, above 1 sharpens it.
 
     Smoothing comes first, then the power, for either target; the accompaniment is 1 minus the result.
+
+    `precision` is the arithmetic of a U-Net generator's convolutions when a model folder is loaded to
+    separate (`Separator.from_directory`): "float32"; "bfloat16" (weights stay float32, each
+    convolution runs in bfloat16, the mask comes back as float32); "auto": bfloat16 on a CPU with
+    native bfloat16 instructions (AMX or AVX512-BF16) and no GPU, else float32. Training, exports and
+    teachers always run in float32.
     """
 
     hop_length: int | None = None
     mask_smoothing: int = 1
     mask_power: float = 1.0
+    precision: str = "float32"
 
     def validate(self) -> None:
         _check(self.hop_length is None or (isinstance(self.hop_length, int) and self.hop_length > 0),
@@ -326,6 +335,7 @@ class SeparationConfig:
         _check(self.mask_smoothing >= 1 and self.mask_smoothing % 2 == 1, "separation.mask_smoothing",
                self.mask_smoothing, "must be an odd number of frames >= 1 (1: no smoothing)")
         _check(0 < self.mask_power <= 8, "separation.mask_power", self.mask_power, "must be in (0, 8]")
+        _check(self.precision in PRECISIONS, "separation.precision", self.precision, f"must be one of {PRECISIONS}")
 
 
 @dataclass

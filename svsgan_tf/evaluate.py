@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="data set [format:]PATH (musdb, dsd100, mir1k, folder)")
     parser.add_argument("--subset", default="test", help="subset to score (default %(default)s)")
     cli.add_model_argument(parser)          # or a .tflite file (python -m svsgan_tf.tflite)
+    cli.add_precision_argument(parser)
     parser.add_argument("--estimates", default=None, metavar="DIR",
                         help="score the stems in DIR/<track>/{vocals,accompaniment}.wav (another tool's output, "
                              "e.g. Spleeter's -o DIR) instead of separating; the oracle uses --model's STFT")
@@ -75,7 +76,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     elif is_tflite_path(args.model):
         separator = EdgeSeparator(args.model)          # a converted model, scored the same way
     else:
-        separator = Separator.from_directory(args.model, wiener_iterations=args.wiener)
+        separator = Separator.from_directory(args.model, wiener_iterations=args.wiener, precision=args.precision)
     stft = (load_model_config(args.model) if args.estimates else separator.config).separation_stft
     report = load_dataset(args.data, args.subset, sample_rate=None, true_mixture=True)
     tracks = (report.tracks[-args.held_out:] if args.held_out
@@ -84,6 +85,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_tracks(tracks, scored, args.out, args.quiet, stft=stft)
     result.skipped = report.skipped + result.skipped
     summary = summarize(result)
+    if isinstance(separator, Separator):
+        summary["precision"] = separator.precision          # the generator's arithmetic, as separated
     for name, text in (("summary.json", json.dumps(summary, indent=2, allow_nan=True)),
                        ("results.md", markdown(summary))):
         with writing(os.path.join(args.out, name)):

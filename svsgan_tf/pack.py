@@ -43,7 +43,7 @@ def mask_difference(reference, target: str, seconds: float = 1.0, seed: int = 0)
     from svsgan_tf.separation.separator import Separator
     from svsgan_tf.audio.spectral import stft
 
-    first, second = Separator(*reference), Separator.from_directory(target)
+    first, second = Separator(*reference), Separator.from_directory(target, precision="float32")
     stft_config = first.config.stft
     noise = np.random.default_rng(seed).normal(scale=0.1, size=(2, int(seconds * stft_config.sample_rate)))
     magnitude = tf.abs(stft(tf.constant(noise, tf.float32), stft_config.n_fft, stft_config.hop_length))

@@ -10,6 +10,20 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def native_bfloat16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (Linux cpuinfo flags amx_bf16 or avx512_bf16),
+    with which oneDNN runs bfloat16 convolutions several times faster than float32 ones."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow (and Keras' generators) from one number."""
     import keras

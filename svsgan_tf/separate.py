@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders (searched recursively)")
     parser.add_argument("--out", required=True, help="output folder")
     cli.add_model_argument(parser)
+    cli.add_precision_argument(parser)
     parser.add_argument("--griffin-lim", type=int, default=0, metavar="N",
                         help="refine the phase with N Griffin-Lim iterations (default 0: mixture phase)")
     parser.add_argument("--wiener", type=int, default=0, metavar="N",
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from svsgan_tf.separation.separator import Separator
 
     separator = Separator.from_directory(model, args.griffin_lim, args.wiener,
-                                         chunk_seconds=args.chunk_seconds)
+                                         chunk_seconds=args.chunk_seconds, precision=args.precision)
     errors = separate_files(separator, jobs, args.out, args.quiet, overwrite=args.overwrite,
                             skip_existing=args.skip_existing)
     return report(jobs, errors, args.out)

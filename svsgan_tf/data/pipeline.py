@@ -201,7 +201,7 @@ def load_teacher(model: str):
     from svsgan_tf.separation.separator import Separator
     from svsgan_tf.shipped_models import resolve_model
 
-    return Separator.from_directory(resolve_model(model))
+    return Separator.from_directory(resolve_model(model), precision="float32")
 
 
 def check_teacher(teacher, config: Config) -> None:

@@ -136,7 +136,7 @@ def evaluate_all(model_dirs: dict[int, dict[str, str]], songs, wiener: int, quie
     rows = {"Mixture": references.scores["mixture"], "Oracle": references.scores["oracle"]}
     for seed, per_model in model_dirs.items():
         for label, path in per_model.items():
-            separator = Separator.from_directory(path, wiener_iterations=wiener)
+            separator = Separator.from_directory(path, wiener_iterations=wiener, precision="float32")
             # the model row alone: the mixture and oracle rows are the same for every model
             rows[f"{label}@seed{seed}"] = evaluate_tracks(songs, separator, quiet=quiet,
                                                           rows=("model",)).scores["model"]

@@ -210,7 +210,7 @@ def export_model(model_dir: str, base: str, version: int | None = None) -> str:
     from svsgan_tf.separation.separator import Separator
 
     version, target = check_target(base, version)
-    separator = Separator.from_directory(model_dir)
+    separator = Separator.from_directory(model_dir, precision="float32")     # portable to any server
     notices = model_notices(model_dir)              # imported weights keep their licence in the copy
     try:
         with atomic_directory(target, overwrite=False) as tmp:

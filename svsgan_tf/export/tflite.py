@@ -314,7 +314,7 @@ def convert_model(model: str, out: str, quantize: str = "none", calibration: lis
 
     check_output(out, overwrite)
     model_dir = resolve_model(model)
-    separator = Separator.from_directory(model_dir)
+    separator = Separator.from_directory(model_dir, precision="float32")
     data, layout = convert(separator, quantize, calibration)
     metadata = {"format": FORMAT, "config": separator.config.to_dict(), **layout, "quantize": quantize,
                 "source": os.path.basename(os.path.normpath(model_dir)), "git_commit": git_commit(),

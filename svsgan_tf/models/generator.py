@@ -253,7 +253,14 @@ class UNetTower(keras.layers.Layer):
                 x = self.dropout(x, training=training)
             if skips:
                 x = tf.concat([skips.pop(), x], axis=-1)
-        return self.mask_layer(x)
+        return tf.cast(self.mask_layer(x), tf.float32)         # float32 whatever the layers compute in
+
+    def compute_in(self, dtype: str) -> None:
+        """Run every layer in `dtype` ("float32" or "bfloat16"); the weights stay float32 (Keras'
+        mixed policy casts them per call) and the mask is returned as float32."""
+        policy = {"float32": "float32", "bfloat16": "mixed_bfloat16"}[dtype]
+        for layer in [*self.down, *self.down_norm, *self.up, *self.up_norm, self.dropout, self.mask_layer]:
+            layer.dtype_policy = policy
 
 
 class UNetGenerator(MaskGenerator):
@@ -363,6 +370,11 @@ class UNetGenerator(MaskGenerator):
         mask = tf.transpose(mask, [0, 1, 3, 2])            # (batch, nb_frames, C, nb_bins)
         # (batch, nb_frames, C, nb_bins) -> (batch, nb_frames, C * nb_bins)
         return tf.reshape(mask, [batch, nb_frames, self.nb_features])
+
+    def compute_in(self, dtype: str) -> None:
+        """Run the towers' layers in `dtype` ("float32" or "bfloat16", see UNetTower.compute_in)."""
+        for tower in self.towers:
+            tower.compute_in(dtype)
 
     def image_mask(self, x, magnitude, training=False):
         """The vocals mask of images (n, T, F, C): the vocals tower's, or with two stems the ratio of

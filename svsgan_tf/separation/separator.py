@@ -12,7 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from svsgan_tf.audio.framing import power_mask
-from svsgan_tf.config import TARGETS, Config
+from svsgan_tf.config import PRECISIONS, TARGETS, Config
+from svsgan_tf.errors import ConfigError
 from svsgan_tf.separation.chunking import DEFAULT_CHUNK_SECONDS, ChunkLayout, chunk_context, separation_layout
 from svsgan_tf.separation.stream import WholeSeparation
 from svsgan_tf.audio.spectral import griffin_lim, istft, join_channels, split_channels, stft, unit_phase, wiener
@@ -54,15 +55,23 @@ class Separator(WholeSeparation, tf.Module):
         if chunk_seconds is not None and chunk_seconds <= 0:
             raise ValueError("chunk_seconds must be > 0 (None: never cut)")
         self.chunk_seconds = chunk_seconds
+        self.precision = "float32"            # the generator's arithmetic (from_directory may choose bfloat16)
 
     @classmethod
     def from_directory(cls, path: str, griffin_lim_iterations: int = 0, wiener_iterations: int = 0,
-                       chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS) -> "Separator":
-        """A Separator for the model directory at `path` (see model_io)."""
+                       chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS, precision: str | None = None) -> "Separator":
+        """A Separator for the model directory (or shipped model name) at `path` (see model_io), its
+        generator computing at `precision` (one of config.PRECISIONS; None: the model's
+        separation.precision; see `resolve_precision`)."""
         from svsgan_tf.models.model_io import load_generator
 
         config, generator = load_generator(path)
-        return cls(config, generator, griffin_lim_iterations, wiener_iterations, chunk_seconds=chunk_seconds)
+        precision = resolve_precision(precision or config.separation.precision, generator, path)
+        if precision != "float32":
+            generator.compute_in(precision)
+        separator = cls(config, generator, griffin_lim_iterations, wiener_iterations, chunk_seconds=chunk_seconds)
+        separator.precision = precision
+        return separator
 
     @property
     def min_samples(self) -> int:
@@ -222,6 +231,31 @@ class Separator(WholeSeparation, tf.Module):
         filtered = tf.map_fn(song, (by_song[0], by_song[1]), fn_output_signature=tf.complex64)
         filtered = tf.reshape(tf.transpose(filtered, [1, 0, 2, 3, 4]), tf.concat([[2, -1], frames], 0))
         return {name: istft(filtered[i], nb_samples, n_fft, hop) for i, name in enumerate(TARGETS)}
+
+
+def resolve_precision(precision: str, generator, source: str) -> str:
+    """The arithmetic a generator separates in: "float32" or "bfloat16".
+
+    "auto" is bfloat16 for a U-Net generator on a CPU with native bfloat16 instructions
+    (runtime.native_bfloat16) when no GPU is visible, else float32. "bfloat16" needs a U-Net generator
+    (ConfigError naming `source` otherwise); without native instructions it is slower, and said so.
+    """
+    from svsgan_tf.runtime import native_bfloat16
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"{source}: precision {precision!r} must be one of {PRECISIONS}")
+    convertible = hasattr(generator, "compute_in")
+    if precision == "auto":
+        native = native_bfloat16() and not tf.config.list_physical_devices("GPU")
+        return "bfloat16" if convertible and native else "float32"
+    if precision == "bfloat16":
+        if not convertible:
+            raise ConfigError(f"{source}: precision bfloat16 is for U-Net generators, not "
+                              f"{type(generator).__name__}")
+        if not native_bfloat16():
+            logger.warning("%s: this CPU has no native bfloat16 instructions; bfloat16 separation will be "
+                           "slower than float32", source)
+    return precision
 
 
 def smooth_mask(mask: tf.Tensor, nb_frames: int) -> tf.Tensor:
