@@ -1,6 +1,7 @@
 """Benchmark: separation speed of the shipped default and the distilled `fast` model on the three 30 s songs.
 
     python bench/bench_fast.py [--models spleeter-svsgan,fast] [--repeats 5] [--threads 2] [--settings]
+                               [--precisions float32,bfloat16]
 
 Writes bench/bench_fast.json beside this script. For each model, in its own process with TensorFlow
 limited to `--threads` threads:
@@ -11,7 +12,9 @@ limited to `--threads` threads:
   decoding the MP3s, separation, writing the stems), on one song and on all three, so that the
   start-up and the cost of each further song can be told apart.
 With --settings, also the graph compiled by XLA (`jit_compile=True`) and the Separator with oneDNN off
-(`TF_ENABLE_ONEDNN_OPTS=0`), to choose the faster. Each figure carries the load average (1, 5, 15 min) read before and after it: the machine is shared.
+(`TF_ENABLE_ONEDNN_OPTS=0`), to choose the faster. With --precisions, also the Separator at each of
+those `separation.precision` settings (the plain figures use the model's own setting, recorded as
+`precision`). Each figure carries the load average (1, 5, 15 min) read before and after it: the machine is shared.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ def song_files() -> list[tuple[str, str]]:
     return [(name, os.path.join(SONGS, name, "mix.mp3")) for name in sorted(os.listdir(SONGS))]
 
 
-def separator_times(model: str, repeats: int, threads: int, xla: bool = False) -> dict:
+def separator_times(model: str, repeats: int, threads: int, xla: bool = False, precision: str | None = None) -> dict:
     """`Separator.separate` on each song: median wall seconds over `repeats` warm calls."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
@@ -48,7 +51,7 @@ def separator_times(model: str, repeats: int, threads: int, xla: bool = False) -
     from svsgan_tf.audio.io import load_audio
     from svsgan_tf.separation.separator import Separator
 
-    separator = Separator.from_directory(model)
+    separator = Separator.from_directory(model, precision=precision)
     rows, first = [], None
     for name, path in song_files():
         mixture, rate = load_audio(path)
@@ -67,7 +70,8 @@ def separator_times(model: str, repeats: int, threads: int, xla: bool = False) -
                      "times_real_time": round(seconds / median, 1), "load_average_before": load_before,
                      "load_average_after": os.getloadavg()})
         print(model, rows[-1], file=sys.stderr, flush=True)
-    result = {"songs": rows, "median_times_real_time": statistics.median(r["times_real_time"] for r in rows)}
+    result = {"songs": rows, "median_times_real_time": statistics.median(r["times_real_time"] for r in rows),
+              "precision": separator.precision}
     if xla:                        # the same graph compiled by XLA (jit_compile), on the first song's chunk
         waveform = tf.constant(np.ascontiguousarray(first.T))
         compiled = tf.function(separator.separate_waveform.python_function, jit_compile=True,
@@ -113,12 +117,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow threads (default 2)")
     parser.add_argument("--settings", action="store_true",
                         help="also time each model's graph under XLA (jit_compile) and with oneDNN off")
+    parser.add_argument("--precisions", default="",
+                        help="also time the Separator at these comma-separated separation.precision settings")
+    parser.add_argument("--precision", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--xla", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.path.join(HERE, "bench_fast.json"))
     args = parser.parse_args()
     if args.one:                     # child process: one model's Separator timings, as JSON on stdout
-        print(json.dumps(separator_times(args.one, args.repeats, args.threads, args.xla)))
+        print(json.dumps(separator_times(args.one, args.repeats, args.threads, args.xla, args.precision)))
         return
     if not os.path.isdir(SONGS):
         sys.exit(f"{SONGS} is absent: this benchmark needs the three 30 s songs")
@@ -127,9 +134,10 @@ def main() -> None:
               "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version()},
               "threads": args.threads, "repeats": args.repeats, "models": {}}
-    def child(model, xla=False, **env):
+    def child(model, xla=False, precision=None, **env):
         run = subprocess.run([sys.executable, __file__, "--one", model, "--repeats", str(args.repeats),
-                              "--threads", str(args.threads)] + (["--xla"] if xla else []), check=True,
+                              "--threads", str(args.threads)] + (["--xla"] if xla else [])
+                             + (["--precision", precision] if precision else []), check=True,
                              capture_output=True, text=True, env={**os.environ, **env})
         return json.loads(run.stdout.strip().splitlines()[-1])
 
@@ -138,6 +146,8 @@ def main() -> None:
                                    "command_line": cli_times(model, args.threads)}
         if args.settings:                # oneDNN is on by default in TensorFlow 2.16 on x86 Linux
             report["models"][model]["separator_onednn_off"] = child(model, TF_ENABLE_ONEDNN_OPTS="0")
+        for precision in filter(None, args.precisions.split(",")):
+            report["models"][model][f"separator_{precision}"] = child(model, precision=precision)
         print(model, json.dumps(report["models"][model]["separator"]["median_times_real_time"]),
               report["models"][model]["command_line"], flush=True)
     from svsgan_tf.io_utils import atomic_write_text
