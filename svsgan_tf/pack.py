@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "of the size), vectors in half precision")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a Separator setting of the packed folder (separation.hop_length, "
-                             "separation.mask_smoothing, separation.mask_power, model.swap_average; repeatable)")
+                             "separation.mask_smoothing, separation.mask_power, separation.precision, "
+                             "model.swap_average; repeatable)")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
     return parser
 
