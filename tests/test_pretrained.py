@@ -65,9 +65,10 @@ def test_shipped_model_beats_the_mixture_on_a_real_clip():
 
 
 # Measured (museval v4 vocals SDR, median over 1 s frames) on the Falcon 69 fixture, vocals + accompaniment
-# (6 s): the distilled `fast` model 4.49 dB, the unprocessed mixture -6.36 dB, a margin of 10.85 dB
-# (the default model, its teacher: 3.48 dB); accompaniment 12.43 against 6.36 dB.
-FAST_MARGIN_ON_FALCON = {"vocals": 10.85, "accompaniment": 6.07}
+# (6 s): the distilled `fast` model as shipped (mask power 0.7) 4.52 dB in bfloat16 and 4.53 in float32,
+# the unprocessed mixture -6.36 dB, a margin of 10.88 dB (the default model, its teacher: 3.48 dB);
+# accompaniment 12.42 against 6.36 dB.
+FAST_MARGIN_ON_FALCON = {"vocals": 10.88, "accompaniment": 6.06}
 
 
 def test_the_distilled_fast_model_beats_the_mixture_on_a_real_clip_by_the_margin_measured():
@@ -89,7 +90,7 @@ def test_the_distilled_fast_model_beats_the_mixture_on_a_real_clip_by_the_margin
 
 # Measured on the stempeg example song (museval v4 vocals SDR, median over 1 s frames); the unprocessed
 # mixture scores -6.23 dB there. The bounds leave 1 dB for other builds.
-MEASURED_ON_EXAMPLE_SONG = {"paper-encoder": 1.12, "spleeter-svsgan": 3.87, "fast": 4.45}
+MEASURED_ON_EXAMPLE_SONG = {"paper-encoder": 1.12, "spleeter-svsgan": 3.87, "fast": 4.64}
 
 
 @pytest.mark.parametrize("name", sorted(MEASURED_ON_EXAMPLE_SONG))
