@@ -1,11 +1,13 @@
 """Benchmark: what one call on several songs saves per song, and two ways to upsample in the fast U-Net.
 
     python bench/bench_batching.py [--model fast] [--seconds 10] [--batch-sizes 1,2,4,8] [--threads 2]
+                                   [--precision float32]
 
 Writes bench/bench_batching.json beside this script.
 - `Separator.separate_batch` on 1, 2, 4 and 8 random 10 s stereo songs at once (what server-side
-  batching runs), and the generator alone on their spectrograms: best of 3 rounds of 3 warm calls, in
-  milliseconds per song.
+  batching runs), and the mask stage alone (`Separator.mask`: the generator and the channel layout)
+  on their spectrograms: best of 3 rounds of 3 warm calls, in milliseconds per song, at
+  `--precision` (default float32, what exports serve).
 - Each transposed convolution of the model's U-Net (5 x 5, stride 2) at the shapes of a 30 s stereo
   song, against its exact polyphase rewrite: four stride-1 convolutions (2 x 2, 2 x 3, 3 x 2 and 3 x 3
   taps, the same arithmetic) on the low-resolution input, interleaved with depth_to_space. The
@@ -49,30 +51,28 @@ def timed(call) -> dict:
     return {"ms": round(ms, 2), "load_average_before": before, "load_average_after": os.getloadavg()}
 
 
-def batch_times(model: str, seconds: float, batch_sizes: list[int]) -> list[dict]:
-    """Per-song milliseconds of separate_batch and of the generator alone, per batch size."""
+def batch_times(model: str, seconds: float, batch_sizes: list[int], precision: str) -> list[dict]:
+    """Per-song milliseconds of separate_batch and of the mask stage alone, per batch size."""
     import numpy as np
     import tensorflow as tf
 
-    from svsgan_tf.audio.spectral import join_channels, stft
+    from svsgan_tf.audio.spectral import stft
     from svsgan_tf.separation.separator import Separator
 
-    separator = Separator.from_directory(model)
+    separator = Separator.from_directory(model, precision=precision)
     config = separator.config
     nb_samples = int(seconds * config.stft.sample_rate)
-    generator = tf.function(lambda frames: separator.generator(frames, training=False))
+    mask = tf.function(lambda magnitude: separator.mask(magnitude, 2))
     rows = []
     for nb_songs in batch_sizes:
         songs = tf.constant(np.random.default_rng(0).normal(scale=0.1, size=(nb_songs, 2, nb_samples)), tf.float32)
         magnitude = tf.abs(stft(tf.reshape(songs, [-1, nb_samples]), config.stft.n_fft,
                                 config.separation_stft.hop_length))        # (nb_songs * 2, nb_frames, nb_bins)
-        # (nb_songs * 2, nb_frames, nb_bins) -> (nb_songs, nb_frames, 2 * nb_bins), the joint-stereo layout
-        frames = join_channels(tf.reshape(magnitude, [nb_songs, 2, -1, config.stft.nb_bins]), 2, config.stft.nb_bins)
         whole = timed(lambda: separator.separate_batch(songs)["vocals"].numpy())
-        network = timed(lambda: generator(frames).numpy())
-        rows.append({"songs_per_call": nb_songs,
+        network = timed(lambda: mask(magnitude).numpy())
+        rows.append({"songs_per_call": nb_songs, "precision": separator.precision,
                      "separate_batch_ms_per_song": round(whole["ms"] / nb_songs, 1),
-                     "generator_ms_per_song": round(network["ms"] / nb_songs, 1),
+                     "mask_ms_per_song": round(network["ms"] / nb_songs, 1),
                      "load_average": [whole["load_average_before"], network["load_average_after"]]})
         print(rows[-1], flush=True)
     return rows
@@ -136,6 +136,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each song (default 10)")
     parser.add_argument("--batch-sizes", default="1,2,4,8", help="songs per call (default 1,2,4,8)")
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow threads (default 2)")
+    parser.add_argument("--precision", default="float32", help="separation.precision (default float32)")
     parser.add_argument("--out", default=os.path.join(HERE, "bench_batching.json"))
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
     model = resolve_model(args.model)
     report = {
         "model": args.model, "threads": args.threads, "song_seconds": args.seconds,
-        "batching": batch_times(model, args.seconds, [int(b) for b in args.batch_sizes.split(",")]),
+        "batching": batch_times(model, args.seconds, [int(b) for b in args.batch_sizes.split(",")], args.precision),
         "upsampling_30s_stereo": upsampling_times(model, nb_frames=1292),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__},
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

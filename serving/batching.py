@@ -37,6 +37,13 @@ class _Batch:
         self.done = threading.Event()          # set when results and errors are filled
 
 
+def _interrupted(cause: BaseException) -> RuntimeError:
+    """What the other requests of an interrupted batch raise (one error each, caused by `cause`)."""
+    error = RuntimeError(f"the batch was interrupted ({type(cause).__name__})")
+    error.__cause__ = cause
+    return error
+
+
 class BatchQueue:
     """Joins concurrent `submit` calls of one key into batches (see the module docstring).
 
@@ -93,33 +100,38 @@ class BatchQueue:
         batch.full.set()
 
     def _lead(self, key: Hashable, batch: _Batch, run_batch, run_one) -> None:
-        """Wait for the batch to fill or time out, then for a run slot; run it and wake its items."""
-        batch.full.wait(self.timeout_s)
+        """Wait for the batch to fill or time out, then for a run slot; run it and wake its items.
+
+        Should the leader be interrupted (KeyboardInterrupt, SystemExit) before its items have an
+        outcome, it raises that and each other item of the batch gets a RuntimeError instead."""
         try:
+            batch.full.wait(self.timeout_s)
             with self.slots:
                 with self._lock:
                     self._close(key, batch)
                 items = batch.items
                 try:
-                    batch.results = list(run_batch(items))
-                    batch.errors = [None] * len(items)
+                    results, errors = list(run_batch(items)), [None] * len(items)
                 except Exception as err:  # noqa: BLE001  (each item is retried alone below)
                     logger.info("a batch of %d failed (%s); running its requests one by one",
                                 len(items), first_line(err))
-                    batch.results, batch.errors = [], []
+                    results, errors = [], []
                     for item in items:
                         try:
-                            batch.results.append(run_one(item))
-                            batch.errors.append(None)
+                            results.append(run_one(item))
+                            errors.append(None)
                         except Exception as item_err:  # noqa: BLE001  (raised in that item's request)
-                            batch.results.append(None)
-                            batch.errors.append(item_err)
-                self.batch_sizes[len(items)] += 1
-        except BaseException as err:        # interrupted before the batch ran: every item gets the error
+                            results.append(None)
+                            errors.append(item_err)
+                batch.results, batch.errors = results, errors
+                with self._lock:
+                    self.batch_sizes[len(items)] += 1
+        except BaseException as err:
             with self._lock:
                 self._close(key, batch)
-            batch.results = [None] * len(batch.items)
-            batch.errors = [err] * len(batch.items)
+            if len(batch.errors) != len(batch.items):           # no outcome yet, and none will come
+                batch.results = [None] * len(batch.items)
+                batch.errors = [_interrupted(err) for _ in batch.items]
             raise
         finally:
             batch.done.set()

@@ -23,7 +23,8 @@ together, in one call of the export's separate_batch signature (serving/batching
 most --max_batch_size requests, waits at most --batch_timeout_micros for more, and keeps filling while
 the run slots are busy; if the batch fails (a bad request in it), each of its requests is run alone.
 
-Memory stays bounded: at most --max_concurrent_runs signatures run at once (a batch is one run), a waveform longer than
+Memory stays bounded: at most --max_concurrent_runs signatures run at once (a batch is one run that
+holds up to --max_batch_size requests; requests waiting for a batch hold their parsed waveform), a waveform longer than
 --chunk_seconds is separated in chunks joined with svsgan_tf.separation.chunking (on the chunk context that the
 export's model_info states; exports without it are separated in one piece), and freed heap memory is
 handed back to the system after every TRIM_EVERY_BYTES of requests and responses (glibc malloc_trim).
@@ -436,13 +437,18 @@ def run_in_chunks(signature: Signature, waveform, names: list[str], layout: Chun
     return stems
 
 
-def batchable(servable: Servable, signature: Signature, arrays: dict) -> bool:
-    """Whether a request can join a batch: a WAVEFORM_SIGNATURE waveform separated in one piece, by an
-    export that has BATCH_SIGNATURE (exports made before it have not)."""
-    waveform = arrays.get(WAVEFORM_INPUT)
-    return (signature.name == WAVEFORM_SIGNATURE and BATCH_SIGNATURE in servable.signatures
-            and len(arrays) == 1 and waveform is not None
-            and (servable.chunk_layout is None or waveform.shape[1] <= servable.chunk_layout.chunk))
+def batchable(servable: Servable, signature: Signature, request) -> bool:
+    """Whether a PredictRequest can join a batch, told from what it declares (before parsing it): a
+    WAVEFORM_SIGNATURE request of one (nb_channels, nb_samples) waveform that is separated in one piece,
+    to an export that has BATCH_SIGNATURE (exports made before it have not). Parsing then checks that
+    the values fill that shape."""
+    if (signature.name != WAVEFORM_SIGNATURE or BATCH_SIGNATURE not in servable.signatures
+            or set(request.inputs) != {WAVEFORM_INPUT}):
+        return False
+    shape = request.inputs[WAVEFORM_INPUT].tensor_shape
+    dims = [d.size for d in shape.dim]
+    return (not shape.unknown_rank and len(dims) == 2
+            and (servable.chunk_layout is None or dims[1] <= servable.chunk_layout.chunk))
 
 
 def run_batched(queue: BatchQueue, servable: Servable, waveform) -> dict:
@@ -573,7 +579,7 @@ def make_servicers(servables: dict, limits: Limits = Limits(),
                                        f"Serving signature key \"{name}\" not found; model {servable.name} has "
                                        f"{', '.join(sorted(servable.signatures))}")
                 try:
-                    if batching is not None and signature.name == WAVEFORM_SIGNATURE:
+                    if batching is not None and batchable(servable, signature, request):
                         outputs = self.batched(servable, signature, request, context)
                     else:
                         with runs:
@@ -599,13 +605,11 @@ def make_servicers(servables: dict, limits: Limits = Limits(),
             arrays = parse_inputs(signature, request, limits)
             return run_signature(signature, arrays, request.output_filter, servable.chunk_layout, context.is_active)
 
-        def batched(self, servable, signature, request, context) -> dict:
-            """The requested outputs, separated in a batch where the request can join one; parsed
-            outside the run slots, so that requests join a batch while the model is busy."""
+        @staticmethod
+        def batched(servable, signature, request, context) -> dict:
+            """The requested outputs of a `batchable` request, separated in a batch of its shape; it is
+            parsed outside the run slots, so that requests join a batch while the model is busy."""
             arrays = parse_inputs(signature, request, limits)
-            if not batchable(servable, signature, arrays):
-                with runs:
-                    return self.run(servable, signature, request, context)
             names = output_names(signature, request.output_filter)
             if not context.is_active():
                 raise RequestError(grpc.StatusCode.CANCELLED, "the client cancelled or its deadline passed")

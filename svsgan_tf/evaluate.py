@@ -53,9 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     args.model = resolve_model(args.model)             # an unknown name fails before anything is written
     if is_tflite_path(args.model) and args.wiener:
         raise cli.SVSGANError(f"--wiener: a .tflite model ({args.model}) separates with the mixture phase only")
+    if is_tflite_path(args.model) and args.precision:
+        raise cli.SVSGANError(f"--precision: a .tflite model ({args.model}) keeps the arithmetic it was converted with")
     if args.estimates is not None:
-        if args.wiener:
-            raise cli.SVSGANError("--estimates and --wiener: the estimates are scored as they are")
+        if args.wiener or args.precision:
+            raise cli.SVSGANError("--estimates with --wiener or --precision: the estimates are scored as they are")
         if not os.path.isdir(args.estimates):
             raise cli.SVSGANError(f"{args.estimates}: no such folder of estimates")
     check_output_folder(args.out)
@@ -85,8 +87,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_tracks(tracks, scored, args.out, args.quiet, stft=stft)
     result.skipped = report.skipped + result.skipped
     summary = summarize(result)
-    if isinstance(separator, Separator):
-        summary["precision"] = separator.precision          # the generator's arithmetic, as separated
+    if separator is not None:              # the arithmetic the stems were made with
+        summary["precision"] = separator.precision if isinstance(separator, Separator) else "tflite"
     for name, text in (("summary.json", json.dumps(summary, indent=2, allow_nan=True)),
                        ("results.md", markdown(summary))):
         with writing(os.path.join(args.out, name)):

@@ -95,6 +95,52 @@ def test_a_failing_batch_runs_each_request_alone_and_only_the_bad_one_fails():
     assert isinstance(results[-1], ValueError) and str(results[-1]) == "item -1 is bad"
 
 
+class Interrupt(BaseException):
+    """Stands for KeyboardInterrupt or SystemExit in the leader's thread."""
+
+
+class InterruptedSlot:
+    """A run slot whose first acquisition is interrupted, then an ordinary lock."""
+
+    def __init__(self):
+        self.lock, self.calls = threading.Lock(), 0
+        self.release = threading.Event()
+
+    def __enter__(self):
+        self.calls += 1
+        if self.calls == 1:
+            self.release.wait(10)                        # the followers join meanwhile
+            raise Interrupt()
+        self.lock.acquire()
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
+def test_an_interrupted_leader_fails_its_batch_without_hanging_and_the_key_stays_usable():
+    slot = InterruptedSlot()
+    queue = BatchQueue(max_batch_size=8, timeout_s=0.0, slots=slot)
+    results, threads = {}, []
+
+    def submit(item):
+        try:
+            results[item] = queue.submit("a", item, lambda items: list(items), lambda x: x)
+        except BaseException as err:  # noqa: BLE001  (kept for the assertions)
+            results[item] = err
+
+    for item in range(3):
+        threads.append(threading.Thread(target=submit, args=(item,)))
+        threads[-1].start()
+        time.sleep(0.05)
+    slot.release.set()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert isinstance(results[0], Interrupt)                              # the leader's own
+    assert all(isinstance(results[i], RuntimeError) and "interrupted" in str(results[i]) for i in (1, 2))
+    assert queue.submit("a", 7, lambda items: [x + 1 for x in items], lambda x: x + 1) == 8
+
+
 def test_a_lone_request_waits_at_most_the_timeout():
     queue = BatchQueue(max_batch_size=8, timeout_s=0.05)
     start = time.monotonic()

@@ -67,3 +67,33 @@ def test_a_separator_given_a_generator_never_changes_its_arithmetic(unet_dir):
     config, generator = load_generator(unet_dir)
     separator = Separator(config.replace(**{"separation.precision": "bfloat16"}), generator)
     assert separator.precision == "float32" and generator.towers[0].down[0].compute_dtype == "float32"
+
+
+def test_an_export_computes_in_float32_and_its_config_says_so(tmp_path):
+    """A model that separates in bfloat16 exports a float32 graph, so it serves alike on every server."""
+    from svsgan_tf.config import Config
+    from svsgan_tf.export.savedmodel import export_model
+
+    folder = str(tmp_path / "bf16_model")
+    config = tiny_config(**UNET, **{"separation.precision": "bfloat16"})
+    save_model(folder, config, build_generator(config))
+    exported = export_model(folder, str(tmp_path / "export"))
+    assert Config.load(f"{exported}/config.json").separation.precision == "float32"
+    serve = tf.saved_model.load(exported).signatures["serving_default"]
+    waveform = tf.constant(np.ascontiguousarray(make_track(3, duration=1.0, sample_rate=8000).mixture.T))
+    separator = Separator.from_directory(folder, precision="float32")
+    exact = separator.separate_waveform(waveform)["vocals"].numpy()
+    np.testing.assert_allclose(serve(waveform=waveform)["vocals"].numpy(), exact, atol=1e-5)
+
+
+def test_precision_on_a_tflite_file_or_estimates_is_a_one_line_error(tmp_path):
+    from tests.test_cli import assert_one_line_error, run
+
+    song = tmp_path / "data"
+    song.mkdir()
+    result = run("svsgan_tf.evaluate", "--data", song, "--model", tmp_path / "m.tflite", "--precision", "bfloat16",
+                 "--out", tmp_path / "out")
+    assert_one_line_error(result, "--precision", "m.tflite")
+    result = run("svsgan_tf.evaluate", "--data", song, "--estimates", tmp_path, "--precision", "float32",
+                 "--out", tmp_path / "out2")
+    assert_one_line_error(result, "--estimates with --wiener or --precision")

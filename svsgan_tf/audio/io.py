@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from svsgan_tf.errors import AudioError
+from svsgan_tf.errors import AudioError, first_line
 from svsgan_tf.io_utils import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -108,8 +108,7 @@ def _reader_type():
 
 def _decode_problem(err: Exception) -> str:
     """`cannot decode audio (<first line of the error>)`."""
-    message = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return f"cannot decode audio ({message})"
+    return f"cannot decode audio ({first_line(err)})"
 
 
 @contextlib.contextmanager

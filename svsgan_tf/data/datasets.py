@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from svsgan_tf.audio.io import AUDIO_EXTENSIONS
-from svsgan_tf.errors import AudioError, DataError
+from svsgan_tf.errors import AudioError, DataError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class StemTrack(Track):
             self.nb_channels = int(info.channels(0))
             nb_streams = int(info.nb_audio_streams)
         except Exception as err:  # noqa: BLE001 - ffprobe failures surface as several types
-            raise AudioError(self.path, f"cannot read stem file ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+            raise AudioError(self.path, f"cannot read stem file ({first_line(err)})") from None
         if nb_streams < 5:
             raise AudioError(self.path, f"expected 5 stems (mixture, drums, bass, other, vocals), found {nb_streams}")
         if self.sample_rate is None:
@@ -201,7 +201,7 @@ class StemTrack(Track):
                                              start=start / self.sample_rate,
                                              duration=(length + 1) / self.sample_rate, sample_rate=None)
         except Exception as err:  # noqa: BLE001
-            raise AudioError(self.path, f"cannot decode stems ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+            raise AudioError(self.path, f"cannot decode stems ({first_line(err)})") from None
         stems = np.asarray(stems, np.float32)                  # (4 or 5, nb_samples, nb_channels)
         if not np.all(np.isfinite(stems)):
             raise AudioError(self.path, "stems contain non-finite samples (NaN or Inf)")

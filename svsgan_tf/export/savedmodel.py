@@ -116,13 +116,14 @@ def build_serving_module(separator):
     def nb_nonfinite(tensor):
         return tf.reduce_sum(tf.cast(~tf.math.is_finite(tensor), tf.int64))
 
-    def checked_waveforms(waveforms):
-        """(nb_songs, nb_channels, nb_samples) -> the same tensor, once the checks below pass."""
+    def checked_waveforms(waveforms, layout: str):
+        """(nb_songs, nb_channels, nb_samples) -> the same tensor, once the checks below pass; `layout`
+        names the input's shape as its signature declares it, for the messages."""
         nb_songs, nb_channels, nb_samples = tf.shape(waveforms)[0], tf.shape(waveforms)[1], tf.shape(waveforms)[2]
         bad = nb_nonfinite(waveforms)
         return checked(waveforms, [
-            require(nb_songs > 0, "waveforms has no songs: expected (nb_songs, nb_channels, nb_samples)"),
-            require(nb_channels > 0, "waveform has no channels: expected (nb_channels, nb_samples)"),
+            require(nb_songs > 0, f"waveforms has no songs: expected {layout}"),
+            require(nb_channels > 0, f"waveform has no channels: expected {layout}"),
             require(nb_samples >= min_samples, tf.strings.format(
                 "audio is too short: {} samples, at least {} (one STFT frame at {} Hz) are needed",
                 (nb_samples, min_samples, rate))),
@@ -131,12 +132,12 @@ def build_serving_module(separator):
 
     def separate(waveform):
         """(nb_channels, nb_samples) float32 -> {"vocals", "accompaniment"} (nb_channels, nb_samples)."""
-        stems = separator.separate_waveform(checked_waveforms(waveform[None])[0])
+        stems = separator.separate_waveform(checked_waveforms(waveform[None], "(nb_channels, nb_samples)")[0])
         return {"vocals": stems["vocals"], "accompaniment": stems["accompaniment"]}
 
     def separate_batch(waveforms):
         """(nb_songs, nb_channels, nb_samples) float32 -> {"vocals", "accompaniment"} of that shape."""
-        stems = separator.separate_batch(checked_waveforms(waveforms))
+        stems = separator.separate_batch(checked_waveforms(waveforms, "(nb_songs, nb_channels, nb_samples)"))
         return {"vocals": stems["vocals"], "accompaniment": stems["accompaniment"]}
 
     def separate_magnitude(magnitude):
@@ -211,6 +212,8 @@ def export_model(model_dir: str, base: str, version: int | None = None) -> str:
 
     version, target = check_target(base, version)
     separator = Separator.from_directory(model_dir, precision="float32")     # portable to any server
+    # the config the export carries says how it computes
+    separator.config = separator.config.replace(**{"separation.precision": "float32"})
     notices = model_notices(model_dir)              # imported weights keep their licence in the copy
     try:
         with atomic_directory(target, overwrite=False) as tmp:

@@ -376,6 +376,11 @@ class UNetGenerator(MaskGenerator):
         for tower in self.towers:
             tower.compute_in(dtype)
 
+    @property
+    def precision(self) -> str:
+        """What the towers compute in: "float32" or "bfloat16" (`compute_in`)."""
+        return str(self.towers[0].mask_layer.compute_dtype)
+
     def image_mask(self, x, magnitude, training=False):
         """The vocals mask of images (n, T, F, C): the vocals tower's, or with two stems the ratio of
         the towers' squared estimates; `x` is what the towers see, `magnitude` the band's magnitude."""

@@ -16,7 +16,7 @@ import zlib
 
 import numpy as np
 
-from svsgan_tf.errors import ConfigError
+from svsgan_tf.errors import ConfigError, first_line
 from svsgan_tf.models.safe_pickle import load_numpy_pickle
 
 STEMS = ("vocals", "accompaniment")            # Spleeter's instrument_list for 2stems, in its order
@@ -147,8 +147,7 @@ def read_tf_checkpoint(path: str) -> WeightSource:
         names = reader.get_variable_to_shape_map()
         variables = {n: reader.get_tensor(n) for n in names if not n.endswith("/Adam") and "/Adam_" not in n}
     except (tf.errors.OpError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"{path}: not a readable TF checkpoint ({first})") from None
+        raise ConfigError(f"{path}: not a readable TF checkpoint ({first_line(err)})") from None
     convs = [n for n in variables if re.fullmatch(r"conv2d(_\d+)?/kernel", n)]
     if not convs:
         raise ConfigError(f"{path}: not a Spleeter model (no conv2d/kernel variable)")

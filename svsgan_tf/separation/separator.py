@@ -1,8 +1,10 @@
 """The Separator: waveform -> STFT -> generator mask -> inverse STFT, the one path used everywhere.
 
 The CLI, the evaluation, the SavedModel export and TF Serving all run `Separator.separate_waveform`,
-a tf.function over (nb_channels, nb_samples) audio at the model's sample rate. `Separator.separate`
-adds the NumPy conveniences: any channel layout, any sample rate (resampled), checks on the input.
+a tf.function over (nb_channels, nb_samples) audio at the model's sample rate, or its batched twin
+`Separator.separate_batch` (songs of equal length; the export's separate_batch signature and the
+server's batching). `Separator.separate` adds the NumPy conveniences: any channel layout, any sample
+rate (resampled), checks on the input.
 """
 from __future__ import annotations
 
@@ -55,7 +57,12 @@ class Separator(WholeSeparation, tf.Module):
         if chunk_seconds is not None and chunk_seconds <= 0:
             raise ValueError("chunk_seconds must be > 0 (None: never cut)")
         self.chunk_seconds = chunk_seconds
-        self.precision = "float32"            # the generator's arithmetic (from_directory may choose bfloat16)
+
+    @property
+    def precision(self) -> str:
+        """The generator's arithmetic: "bfloat16" once `compute_in("bfloat16")` was applied to it (as
+        `from_directory` does for separation.precision), else "float32"."""
+        return getattr(self.generator, "precision", "float32")
 
     @classmethod
     def from_directory(cls, path: str, griffin_lim_iterations: int = 0, wiener_iterations: int = 0,
@@ -69,9 +76,7 @@ class Separator(WholeSeparation, tf.Module):
         precision = resolve_precision(precision or config.separation.precision, generator, path)
         if precision != "float32":
             generator.compute_in(precision)
-        separator = cls(config, generator, griffin_lim_iterations, wiener_iterations, chunk_seconds=chunk_seconds)
-        separator.precision = precision
-        return separator
+        return cls(config, generator, griffin_lim_iterations, wiener_iterations, chunk_seconds=chunk_seconds)
 
     @property
     def min_samples(self) -> int:
