@@ -104,6 +104,24 @@ def test_mask_smoothing_and_power_follow_a_numpy_reference(separator, rng):
     np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], track.mixture, atol=1e-4)
 
 
+def test_power_mask_is_exact_at_0_and_1_in_numpy_and_tensorflow():
+    import warnings
+
+    import tensorflow as tf
+
+    from svsgan_tf.audio.framing import power_mask
+
+    m = np.array([0.0, 1e-30, 0.25, 0.5, 0.9, 1.0], np.float32)
+    expected = m ** 0.7 / (m ** 0.7 + (1 - m) ** 0.7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                    # no division or log warnings at 0 and 1
+        got = power_mask(m, 0.7)
+    for values in (got, power_mask(tf.constant(m), 0.7).numpy()):
+        np.testing.assert_allclose(values, expected, atol=1e-6)
+        assert values[0] == 0.0 and values[-1] == 1.0 and values[3] == 0.5
+    assert power_mask(m, 1.0) is m
+
+
 def test_a_frame_wise_model_separates_with_a_smaller_hop(separator, tmp_path):
     import tensorflow as tf
 
