@@ -10,8 +10,9 @@ Writes bench/bench_batching.json beside this script.
   `--precision` (default float32, what exports serve).
 - Each transposed convolution of the model's U-Net (5 x 5, stride 2) at the shapes of a 30 s stereo
   song, against its exact polyphase rewrite: four stride-1 convolutions (2 x 2, 2 x 3, 3 x 2 and 3 x 3
-  taps, the same arithmetic) on the low-resolution input, interleaved with depth_to_space. The
-  maximum difference shows that the rewrite is exact.
+  taps, the same arithmetic) on the low-resolution input, interleaved with depth_to_space, and against
+  the same transposed convolution in bfloat16 (what separation.precision bfloat16 runs). The maximum
+  difference shows that the rewrite is exact.
 Each figure carries the load average (1, 5, 15 min) before and after it: the machine is shared.
 """
 from __future__ import annotations
@@ -122,9 +123,12 @@ def upsampling_times(model: str, nb_frames: int) -> list[dict]:
         kernels = polyphase_kernels(kernel)
         polyphase = tf.function(lambda x, k=kernels: polyphase_upsample(x, k))
         error = float(np.abs(transposed(x).numpy() - polyphase(x).numpy()).max())
+        x16, kernel16 = tf.cast(x, tf.bfloat16), tf.cast(kernel, tf.bfloat16)
+        rounded = tf.function(lambda x, k=kernel16, s=shape: tf.nn.conv2d_transpose(x, k, s, 2, "SAME"))
         rows.append({"layer": f"up_{i}", "input": [height, width, int(kernel.shape[3])], "output_channels": out_channels,
                      "conv2d_transpose": timed(lambda: transposed(x).numpy()),
-                     "polyphase": timed(lambda: polyphase(x).numpy()), "max_difference": error})
+                     "polyphase": timed(lambda: polyphase(x).numpy()), "max_difference": error,
+                     "conv2d_transpose_bfloat16": timed(lambda: rounded(x16).numpy())})
         print(rows[-1], flush=True)
         height, width, channels = 2 * height, 2 * width, out_channels
     return rows
