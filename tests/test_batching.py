@@ -30,42 +30,46 @@ def submit_all(queue, jobs, run_batch, run_one=None):
     return results, threads
 
 
-def test_requests_that_arrive_while_the_model_is_busy_form_one_batch():
+def run_while_busy(max_batch_size, jobs, run_batch, run_one=None, while_waiting=None):
+    """Submit `jobs` while the one run slot is taken, then free it; return (queue, {item: outcome}).
+    `while_waiting()` runs once every job waits."""
     slot = threading.Semaphore(1)
-    queue = BatchQueue(max_batch_size=8, timeout_s=0.0, slots=slot)
+    queue = BatchQueue(max_batch_size=max_batch_size, timeout_s=0.0, slots=slot)
+    slot.acquire()                                        # the model is busy
+    results, threads = submit_all(queue, jobs, run_batch, run_one)
+    if while_waiting is not None:
+        time.sleep(0.2)
+        while_waiting()
+    slot.release()
+    for thread in threads:
+        thread.join(10)
+    return queue, results
+
+
+def test_requests_that_arrive_while_the_model_is_busy_form_one_batch():
     batches = []
 
     def run_batch(items):
         batches.append(list(items))
         return [10 * item for item in items]
 
-    slot.acquire()                                        # the model is busy
-    results, threads = submit_all(queue, [("a", i) for i in range(5)], run_batch)
-    time.sleep(0.2)
-    assert batches == []                                  # all five wait, in one open batch
-    slot.release()
-    for thread in threads:
-        thread.join(10)
+    def nothing_ran_yet():
+        assert batches == []                              # all five wait, in one open batch
+
+    queue, results = run_while_busy(8, [("a", i) for i in range(5)], run_batch, while_waiting=nothing_ran_yet)
     assert batches == [[0, 1, 2, 3, 4]]
     assert results == {i: 10 * i for i in range(5)}
     assert queue.batch_sizes == {5: 1}
 
 
 def test_batches_hold_one_key_and_at_most_max_batch_size():
-    slot = threading.Semaphore(1)
-    queue = BatchQueue(max_batch_size=2, timeout_s=0.0, slots=slot)
     batches = []
 
     def run_batch(items):
         batches.append(list(items))
         return [str(item) for item in items]
 
-    slot.acquire()
-    jobs = [("even" if i % 2 == 0 else "odd", i) for i in range(7)]
-    results, threads = submit_all(queue, jobs, run_batch)
-    slot.release()
-    for thread in threads:
-        thread.join(10)
+    _, results = run_while_busy(2, [("even" if i % 2 == 0 else "odd", i) for i in range(7)], run_batch)
     assert results == {i: str(i) for i in range(7)}
     assert all(len(batch) <= 2 and len({item % 2 for item in batch}) == 1 for batch in batches), batches
     assert sorted(item for batch in batches for item in batch) == list(range(7))
@@ -73,9 +77,6 @@ def test_batches_hold_one_key_and_at_most_max_batch_size():
 
 
 def test_a_failing_batch_runs_each_request_alone_and_only_the_bad_one_fails():
-    slot = threading.Semaphore(1)
-    queue = BatchQueue(max_batch_size=8, timeout_s=0.0, slots=slot)
-
     def run_batch(items):
         if -1 in items:
             raise ValueError("a bad value in the batch")
@@ -86,11 +87,7 @@ def test_a_failing_batch_runs_each_request_alone_and_only_the_bad_one_fails():
             raise ValueError("item -1 is bad")
         return item + 1
 
-    slot.acquire()
-    results, threads = submit_all(queue, [("a", i) for i in (3, -1, 7)], run_batch, run_one)
-    slot.release()
-    for thread in threads:
-        thread.join(10)
+    _, results = run_while_busy(8, [("a", i) for i in (3, -1, 7)], run_batch, run_one)
     assert results[3] == 4 and results[7] == 8
     assert isinstance(results[-1], ValueError) and str(results[-1]) == "item -1 is bad"
 
