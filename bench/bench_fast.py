@@ -55,7 +55,8 @@ def separator_times(model: str, repeats: int, threads: int, xla: bool = False, p
     rows, first = [], None
     for name, path in song_files():
         mixture, rate = load_audio(path)
-        first = mixture if first is None else first
+        if first is None:
+            first, first_rate = mixture, rate
         separator.separate(mixture, rate)                       # traces the graph for this chunk shape
         load_before = os.getloadavg()
         times = []
@@ -72,6 +73,18 @@ def separator_times(model: str, repeats: int, threads: int, xla: bool = False, p
         print(model, rows[-1], file=sys.stderr, flush=True)
     result = {"songs": rows, "median_times_real_time": statistics.median(r["times_real_time"] for r in rows),
               "precision": separator.precision}
+    # what `separate` adds to the graph call on the first song (layout, checks, NumPy copies): one chunk
+    waveform = tf.constant(np.ascontiguousarray(first.T))
+    graph, whole = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        separator.separate_waveform(waveform)["vocals"].numpy()
+        graph.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        separator.separate(first, first_rate)
+        whole.append(time.perf_counter() - start)
+    result["first_song_graph_call_seconds"] = round(statistics.median(graph), 4)
+    result["first_song_separate_seconds"] = round(statistics.median(whole), 4)
     if xla:                        # the same graph compiled by XLA (jit_compile), on the first song's chunk
         waveform = tf.constant(np.ascontiguousarray(first.T))
         compiled = tf.function(separator.separate_waveform.python_function, jit_compile=True,
