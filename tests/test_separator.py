@@ -104,6 +104,17 @@ def test_mask_smoothing_and_power_follow_a_numpy_reference(separator, rng):
     np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], track.mixture, atol=1e-4)
 
 
+def test_magnitude_equals_numpy_abs_from_silence_to_loud_bins(rng):
+    import tensorflow as tf
+
+    from svsgan_tf.audio.spectral import magnitude
+
+    values = (rng.normal(size=(2, 5, 9)) + 1j * rng.normal(size=(2, 5, 9))) * 10.0 ** rng.uniform(-6, 4, (2, 5, 9))
+    values[0, 0, :3] = [0, 1e-20j, -3e3]
+    spectrogram = values.astype(np.complex64)
+    np.testing.assert_allclose(magnitude(tf.constant(spectrogram)).numpy(), np.abs(spectrogram), rtol=1e-6, atol=1e-19)
+
+
 def test_power_mask_is_exact_at_0_and_1_in_numpy_and_tensorflow():
     import warnings
 

@@ -45,6 +45,14 @@ def istft(spectrogram: tf.Tensor, nb_samples: tf.Tensor | int, n_fft: int, hop_l
     return waveform[:, left:left + nb_samples]
 
 
+def magnitude(spectrogram: tf.Tensor) -> tf.Tensor:
+    """|X| of a complex64 spectrogram, any shape, as sqrt(re^2 + im^2): equal to tf.abs to float
+    rounding (tested) and faster on CPU than tf.abs, which computes a guarded hypot.
+    What tf.abs guards against does not occur in audio: squares overflow above about 1e19 and
+    underflow below 1e-19 (read as 0)."""
+    return tf.sqrt(tf.math.square(tf.math.real(spectrogram)) + tf.math.square(tf.math.imag(spectrogram)))
+
+
 def unpadded_frames(waveform: tf.Tensor, n_fft: int, hop_length: int) -> tf.Tensor:
     """Complex STFT of unpadded frames, as used for training excerpts.
 
@@ -59,7 +67,7 @@ def unpadded_frames(waveform: tf.Tensor, n_fft: int, hop_length: int) -> tf.Tens
 
 def magnitude_frames(waveform: tf.Tensor, n_fft: int, hop_length: int) -> tf.Tensor:
     """Magnitude of `unpadded_frames`: (..., nb_samples) -> (..., nb_frames, nb_bins) float32."""
-    return tf.abs(unpadded_frames(waveform, n_fft, hop_length))
+    return magnitude(unpadded_frames(waveform, n_fft, hop_length))
 
 
 def phase_sensitive_magnitude(source: tf.Tensor, mixture: tf.Tensor) -> tf.Tensor:

@@ -18,7 +18,9 @@ from svsgan_tf.config import PRECISIONS, TARGETS, Config
 from svsgan_tf.errors import ConfigError
 from svsgan_tf.separation.chunking import DEFAULT_CHUNK_SECONDS, ChunkLayout, chunk_context, separation_layout
 from svsgan_tf.separation.stream import WholeSeparation
-from svsgan_tf.audio.spectral import griffin_lim, istft, join_channels, split_channels, stft, unit_phase, wiener
+from svsgan_tf.audio.spectral import (griffin_lim, istft, join_channels, split_channels, stft, unit_phase,
+                                      wiener)
+from svsgan_tf.audio.spectral import magnitude as spectral_magnitude
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +204,7 @@ class Separator(WholeSeparation, tf.Module):
         # (nb_songs, nb_channels, nb_samples) -> (nb_songs * nb_channels, nb_samples)
         rows = tf.reshape(waveforms, [-1, nb_samples])
         spectrogram = stft(rows, n_fft, hop)                     # (nb_songs * nb_channels, nb_frames, nb_bins)
-        magnitude = tf.abs(spectrogram)
+        magnitude = spectral_magnitude(spectrogram)
         mask = self.mask(magnitude, nb_channels)
         if self.wiener_iterations:
             stems = self._wiener(mask, spectrogram, nb_channels, nb_samples)
