@@ -24,7 +24,8 @@ most --max_batch_size requests, waits at most --batch_timeout_micros for more, a
 the run slots are busy; if the batch fails (a bad request in it), each of its requests is run alone.
 
 Memory stays bounded: at most --max_concurrent_runs signatures run at once (a batch is one run that
-holds up to --max_batch_size requests; requests waiting for a batch hold their parsed waveform), a waveform longer than
+holds up to --max_batch_size requests; requests waiting for a batch hold their parsed waveform); a
+waveform longer than
 --chunk_seconds is separated in chunks joined with svsgan_tf.separation.chunking (on the chunk context that the
 export's model_info states; exports without it are separated in one piece), and freed heap memory is
 handed back to the system after every TRIM_EVERY_BYTES of requests and responses (glibc malloc_trim).
@@ -415,8 +416,8 @@ def run_in_chunks(signature: Signature, waveform, names: list[str], layout: Chun
     nb_channels, nb_samples = waveform.shape
 
     def separate(start: int, stop: int) -> dict:
-        if is_active is not None and not is_active():
-            raise RequestError(grpc.StatusCode.CANCELLED, "the client cancelled or its deadline passed")
+        if is_active is not None:
+            check_active(is_active)
         outputs = call_signature(signature, {WAVEFORM_INPUT: waveform[:, start:stop]}, names)
         for name in names:
             if outputs[name].shape != (nb_channels, stop - start):
@@ -435,6 +436,14 @@ def run_in_chunks(signature: Signature, waveform, names: list[str], layout: Chun
     logger.info("%s: %d channels x %d samples separated in %d chunks of at most %d samples",
                 signature.name, nb_channels, nb_samples, len(layout.plan(nb_samples)), layout.chunk)
     return stems
+
+
+def check_active(is_active) -> None:
+    """CANCELLED unless `is_active()` (the RPC's client is still waiting for the answer)."""
+    import grpc
+
+    if not is_active():
+        raise RequestError(grpc.StatusCode.CANCELLED, "the client cancelled or its deadline passed")
 
 
 def batchable(servable: Servable, signature: Signature, request) -> bool:
@@ -600,8 +609,7 @@ def make_servicers(servables: dict, limits: Limits = Limits(),
         @staticmethod
         def run(servable, signature, request, context) -> dict:
             """The requested outputs of one call of `signature` (chunked when long)."""
-            if not context.is_active():
-                raise RequestError(grpc.StatusCode.CANCELLED, "the client cancelled or its deadline passed")
+            check_active(context.is_active)
             arrays = parse_inputs(signature, request, limits)
             return run_signature(signature, arrays, request.output_filter, servable.chunk_layout, context.is_active)
 
@@ -611,8 +619,7 @@ def make_servicers(servables: dict, limits: Limits = Limits(),
             parsed outside the run slots, so that requests join a batch while the model is busy."""
             arrays = parse_inputs(signature, request, limits)
             names = output_names(signature, request.output_filter)
-            if not context.is_active():
-                raise RequestError(grpc.StatusCode.CANCELLED, "the client cancelled or its deadline passed")
+            check_active(context.is_active)
             outputs = run_batched(batching, servable, arrays.pop(WAVEFORM_INPUT))
             return {name: outputs[name] for name in names}
 

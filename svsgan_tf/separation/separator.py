@@ -207,7 +207,7 @@ class Separator(WholeSeparation, tf.Module):
         magnitude = spectral_magnitude(spectrogram)
         mask = self.mask(magnitude, nb_channels)
         if self.wiener_iterations:
-            stems = self._wiener(mask, spectrogram, nb_channels, nb_samples)
+            stems = self._wiener(mask, magnitude, spectrogram, nb_channels, nb_samples)
         elif self.griffin_lim_iterations == 0:
             # estimated magnitude with the mixture phase: mask * |X| * e^{i angle X} = mask * X; the
             # inverse STFT is linear and inverts `stft` exactly, so the accompaniment, (1 - mask) * X, is
@@ -221,21 +221,23 @@ class Separator(WholeSeparation, tf.Module):
         # (nb_songs * nb_channels, nb_samples) -> (nb_songs, nb_channels, nb_samples)
         return {name: tf.reshape(stem, shape) for name, stem in stems.items()}
 
-    def _wiener(self, mask, spectrogram, nb_channels, nb_samples) -> dict[str, tf.Tensor]:
-        """The Wiener-filtered stems, song by song (it filters a song's channels jointly): mask and
-        spectrogram (nb_songs * nb_channels, nb_frames, nb_bins) -> {name: (nb_songs * nb_channels, nb_samples)}."""
+    def _wiener(self, mask, magnitude, spectrogram, nb_channels, nb_samples) -> dict[str, tf.Tensor]:
+        """The Wiener-filtered stems, song by song (it filters a song's channels jointly): mask,
+        magnitude and spectrogram (nb_songs * nb_channels, nb_frames, nb_bins) ->
+        {name: (nb_songs * nb_channels, nb_samples)}."""
         n_fft, hop = self.config.stft.n_fft, self.config.separation_stft.hop_length
         frames = tf.shape(spectrogram)[1:]
         # (nb_songs * nb_channels, nb_frames, nb_bins) -> (nb_songs, nb_channels, nb_frames, nb_bins)
-        by_song = [tf.reshape(x, tf.concat([[-1, nb_channels], frames], 0)) for x in (mask, spectrogram)]
+        by_song = tuple(tf.reshape(x, tf.concat([[-1, nb_channels], frames], 0))
+                        for x in (mask, magnitude, spectrogram))
 
-        def song(pair):
-            m, x = pair
-            magnitude = tf.abs(x)
-            return tf.stack(wiener([m * magnitude, (1.0 - m) * magnitude], x, self.wiener_iterations))
+        def song(inputs):
+            m, mixture_magnitude, x = inputs
+            estimates = [m * mixture_magnitude, (1.0 - m) * mixture_magnitude]
+            return tf.stack(wiener(estimates, x, self.wiener_iterations))
 
         # (nb_songs, 2 stems, nb_channels, nb_frames, nb_bins)
-        filtered = tf.map_fn(song, (by_song[0], by_song[1]), fn_output_signature=tf.complex64)
+        filtered = tf.map_fn(song, by_song, fn_output_signature=tf.complex64)
         filtered = tf.reshape(tf.transpose(filtered, [1, 0, 2, 3, 4]), tf.concat([[2, -1], frames], 0))
         return {name: istft(filtered[i], nb_samples, n_fft, hop) for i, name in enumerate(TARGETS)}
 
