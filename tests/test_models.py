@@ -219,7 +219,7 @@ def test_unet_batch_norm_and_dropout_act_in_training_only_and_survive_a_save_loa
         tiny_config(**{"model.generator": "unet", "model.unet_filters": []})
 
 
-def test_unet_upsampling_equals_keras_transposed_convolution_and_runs_with_unknown_frames(rng):
+def test_unet_upsampling_equals_keras_transposed_convolution_and_relu_and_runs_with_unknown_frames(rng):
     import keras
 
     from svsgan_tf.models.generator import _Upsample
@@ -228,8 +228,72 @@ def test_unet_upsampling_equals_keras_transposed_convolution_and_runs_with_unkno
     ours, reference = _Upsample(2, 5), keras.layers.Conv2DTranspose(2, 5, strides=2, padding="same")
     reference(x)
     ours(x)
+    ours.set_weights([reference.get_weights()[0], rng.normal(size=2).astype(np.float32)])
+    reference.set_weights(ours.get_weights())
+    expected = tf.nn.relu(reference(x)).numpy()
+    assert 0 < np.mean(expected == 0) < 1                       # the ReLU cuts some values, not all
+    for training in (True, False):                             # inference: bias and ReLU in one fused op
+        np.testing.assert_allclose(ours(x, training=training).numpy(), expected, atol=1e-5)
+    # a training batch: batch size known, frame count not
+    upsample = tf.function(lambda x: ours(x, training=True), input_signature=[tf.TensorSpec((3, None, 6, 4))])
+    assert upsample(x).shape == (3, 10, 12, 2)
+
+
+def test_unet_inference_normalisation_and_dilated_convolution_equal_the_keras_layers(rng):
+    import keras
+
+    from svsgan_tf.models.generator import _DilatedConv, normalise
+
+    for channels, width in ((3, 8), (1, 12), (1, 7)):           # wide, narrow (viewed 4 wide), odd width
+        x = tf.constant(rng.normal(size=(2, 6, width, channels)).astype(np.float32))
+        norm = keras.layers.BatchNormalization()
+        norm.build(x.shape)
+        norm.set_weights([rng.uniform(0.5, 2, channels), rng.normal(size=channels), rng.normal(size=channels),
+                          rng.uniform(0.5, 2, channels)])
+        expected = norm(x, training=False).numpy()
+        np.testing.assert_allclose(normalise(norm, x, False).numpy(), expected, atol=1e-5)
+        traced = tf.function(lambda x: normalise(norm, x, False), input_signature=[tf.TensorSpec((None, None, width,
+                                                                                                  channels))])
+        np.testing.assert_allclose(traced(x).numpy(), expected, atol=1e-5)
+        rounded = normalise(norm, tf.cast(x, tf.bfloat16), False)           # the fused op in bfloat16
+        assert rounded.dtype == tf.bfloat16
+        np.testing.assert_allclose(tf.cast(rounded, tf.float32).numpy(), expected, atol=0.05, rtol=0.02)
+        assert not np.allclose(normalise(norm, x, True).numpy(), expected, atol=0.1)   # batch statistics
+    ours, reference = _DilatedConv(2, 4, dilation_rate=2, padding="same"), keras.layers.Conv2D(
+        2, 4, dilation_rate=2, padding="same")
+    reference(x)
+    ours(x)
     ours.set_weights(reference.get_weights())
     np.testing.assert_allclose(ours(x).numpy(), reference(x).numpy(), atol=1e-5)
-    # a training batch: batch size known, frame count not
-    upsample = tf.function(ours, input_signature=[tf.TensorSpec((3, None, 6, 4))])
-    assert upsample(x).shape == (3, 10, 12, 2)
+
+
+def test_unet_frozen_bfloat16_weights_equal_the_cast_variables_and_thaw_in_float32(rng):
+    config = tiny_config(**{"model.generator": "unet", "model.nb_channels": 2})
+    model = build_generator(config)
+    x = tf.constant(rng.uniform(0, 5, (1, 16, 2 * config.stft.nb_bins)).astype(np.float32))
+    exact = model(x, training=False).numpy()
+    model.compute_in("bfloat16")
+    tower = model.towers[0]
+    assert all(layer.frozen[0].dtype == tf.bfloat16 for layer in [*tower.down, *tower.up])
+    frozen = model(x, training=False).numpy()
+    for layer in [*tower.down, *tower.up]:                       # the variables, cast by Keras per call
+        layer.frozen = None
+    np.testing.assert_array_equal(frozen, model(x, training=False).numpy())
+    assert 0 < np.abs(frozen - exact).max() < 0.05
+    model.compute_in("float32")
+    assert tower.down[0].frozen is None
+    np.testing.assert_allclose(model(x, training=False).numpy(), exact, atol=1e-6)
+
+
+@pytest.mark.parametrize("stems", [1, 2])
+def test_unet_powered_mask_equals_the_power_of_its_mask(stems, rng):
+    from svsgan_tf.audio.framing import power_mask
+
+    config = tiny_config(**{"model.generator": "unet", "model.unet_stems": stems, "model.nb_channels": 2})
+    model = build_generator(config)
+    x = tf.constant(rng.uniform(0, 5, (2, 11, 2 * config.stft.nb_bins)).astype(np.float32))
+    mask = model(x, training=False).numpy()
+    powered = model.powered_mask(x, 0.6).numpy()
+    # near 1 the float32 mask has lost digits of 1 - m that the folded power keeps
+    np.testing.assert_allclose(powered, power_mask(mask, 0.6), atol=1e-4)
+    assert np.abs(powered - mask).max() > 1e-3

@@ -207,3 +207,18 @@ def test_separate_batch_equals_each_song_separated_alone(stereo_run, tiny_model_
                     assert batch[name].shape == songs.shape
                     np.testing.assert_allclose(batch[name][i].numpy(), alone[name].numpy(), atol=2e-5)
             assert not np.allclose(batch["vocals"][0].numpy(), batch["vocals"][1].numpy(), atol=1e-3)
+
+
+@pytest.mark.parametrize("swap_average", [False, True])
+def test_a_unets_folded_mask_power_equals_the_power_of_its_mask_for_any_channel_count(swap_average, rng):
+    from svsgan_tf.audio.framing import power_mask
+
+    config = tiny_config(**STEREO, **{"model.generator": "unet", "model.swap_average": swap_average,
+                                      "separation.mask_power": 0.6})
+    separator = Separator(config, build_generator(config))
+    plain = Separator(config.replace(**{"separation.mask_power": 1.0}), separator.generator)
+    for nb_channels in (2, 1, 3):                    # joint stereo, then the dual-mono path
+        magnitude = tf.constant(rng.uniform(0, 5, (nb_channels, 9, config.stft.nb_bins)).astype(np.float32))
+        mask = plain.mask(magnitude).numpy()
+        # near 1 the float32 mask has lost digits of 1 - m that the folded power keeps
+        np.testing.assert_allclose(separator.mask(magnitude).numpy(), power_mask(mask, 0.6), atol=1e-4)

@@ -147,7 +147,8 @@ def build_edge_module(separator, layout: dict):
     def network(magnitude, *states):
         states_in, states_out = list(states), []
 
-        def call(frames):
+        def call(frames, power=1.0):
+            # the edge runner raises the mask to separation.mask_power itself: the network's power is 1
             return _block_call(separator.generator, frames, states_in, states_out)
 
         if separator.generator.nb_channels == 1:

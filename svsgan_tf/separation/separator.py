@@ -111,52 +111,64 @@ class Separator(WholeSeparation, tf.Module):
         (`generator_mask`), then the config's separation.mask_smoothing and separation.mask_power.
 
         The rows are one song's channels (`nb_channels` None), or the channels of songs after one
-        another, `nb_channels` (int or scalar tensor) rows each."""
+        another, `nb_channels` (int or scalar tensor) rows each. Without smoothing the power is
+        `generator_mask`'s, which a U-Net folds into its logits."""
         settings = self.config.separation
+        if settings.mask_smoothing == 1:
+            return self.generator_mask(mixture_magnitude, nb_channels, settings.mask_power)
         return power_mask(smooth_mask(self.generator_mask(mixture_magnitude, nb_channels), settings.mask_smoothing),
                           settings.mask_power)
 
-    def generator_mask(self, mixture_magnitude: tf.Tensor, nb_channels=None) -> tf.Tensor:
-        """(nb_rows, nb_frames, nb_bins) magnitude -> G's vocals mask, same shape, before smoothing; the
-        rows are one song's channels, or the songs' channels `nb_channels` by `nb_channels` (see `mask`).
+    def generator_mask(self, mixture_magnitude: tf.Tensor, nb_channels=None, power: float = 1.0) -> tf.Tensor:
+        """(nb_rows, nb_frames, nb_bins) magnitude -> G's vocals mask raised to `power` (framing.power_mask;
+        1: G's own), same shape, before smoothing; the rows are one song's channels, or the songs'
+        channels `nb_channels` by `nb_channels` (see `mask`).
 
         A channel-by-channel generator (model.nb_channels 1) takes the rows as its batch. A joint-stereo
         one (2) separates each song's two channels jointly and, for any other channel count (mono
         included), channel by channel, each channel fed as both of its channels.
         """
-        call = lambda frames: self.generator(frames, training=False)        # noqa: E731
         if self.generator.nb_channels == 1:
-            return call(mixture_magnitude)
+            return self._powered_mask(mixture_magnitude, power)
         if nb_channels is None:
             nb_channels = tf.shape(mixture_magnitude)[0]
         return tf.cond(tf.equal(nb_channels, 2),
-                       lambda: self.joint_stereo_mask(mixture_magnitude, call),
-                       lambda: self._dual_mono_mask(mixture_magnitude, call))
+                       lambda: self.joint_stereo_mask(mixture_magnitude, self._powered_mask, power),
+                       lambda: self._dual_mono_mask(mixture_magnitude, self._powered_mask, power))
 
-    def joint_stereo_mask(self, magnitude: tf.Tensor, call) -> tf.Tensor:
-        """(nb_songs * 2, nb_frames, nb_bins), each song's left then right channel -> mask of that shape,
-        with a joint-stereo generator `call` ((batch, nb_frames, 2 * nb_bins) -> mask of that shape);
-        with model.swap_average, the mean of the masks of both channel orders."""
+    def _powered_mask(self, frames: tf.Tensor, power: float) -> tf.Tensor:
+        """G's mask of (batch, nb_frames, nb_features) frames raised to `power`, same shape: by the
+        generator's `powered_mask` where it has one (a U-Net's folds the power into its logits)."""
+        if power != 1.0 and hasattr(self.generator, "powered_mask"):
+            return self.generator.powered_mask(frames, power)
+        return power_mask(self.generator(frames, training=False), power)
+
+    def joint_stereo_mask(self, magnitude: tf.Tensor, call, power: float = 1.0) -> tf.Tensor:
+        """(nb_songs * 2, nb_frames, nb_bins), each song's left then right channel -> mask of that shape
+        raised to `power`, with a joint-stereo generator `call` ((batch, nb_frames, 2 * nb_bins), power
+        -> its mask raised to that power, of that shape); with model.swap_average, the mean of the masks
+        of both channel orders, raised to `power` after averaging."""
         nb_bins = self.generator.nb_bins
         shape = tf.shape(magnitude)
         pairs = tf.reshape(magnitude, [-1, 2, shape[1], nb_bins])          # (nb_songs, 2, nb_frames, nb_bins)
         if not self.config.model.swap_average:
-            mask = call(join_channels(pairs, 2, nb_bins))                  # (nb_songs, nb_frames, 2 * nb_bins)
+            mask = call(join_channels(pairs, 2, nb_bins), power)           # (nb_songs, nb_frames, 2 * nb_bins)
             return tf.reshape(split_channels(mask, 2, nb_bins), shape)
         # (2 orders * nb_songs, nb_frames, 2 * nb_bins): (left, right) of every song, then (right, left)
-        mask = call(tf.concat([join_channels(pairs, 2, nb_bins), join_channels(pairs[:, ::-1], 2, nb_bins)], 0))
+        mask = call(tf.concat([join_channels(pairs, 2, nb_bins), join_channels(pairs[:, ::-1], 2, nb_bins)], 0),
+                    1.0)
         forward, swapped = tf.split(split_channels(mask, 2, nb_bins), 2)  # each (nb_songs, 2, nb_frames, nb_bins)
-        return tf.reshape(0.5 * (forward + swapped[:, ::-1]), shape)
+        return power_mask(tf.reshape(0.5 * (forward + swapped[:, ::-1]), shape), power)
 
-    def _dual_mono_mask(self, magnitude: tf.Tensor, call) -> tf.Tensor:
+    def _dual_mono_mask(self, magnitude: tf.Tensor, call, power: float) -> tf.Tensor:
         """(nb_rows, nb_frames, nb_bins) -> same shape, each row separated as a stereo pair of two equal
-        channels, the pair's two masks averaged."""
+        channels, the pair's two masks averaged, then raised to `power` (`call` as joint_stereo_mask's)."""
         nb_bins = self.generator.nb_bins
         pairs = tf.tile(magnitude, [1, 1, 2])                            # (nb_rows, nb_frames, 2 * nb_bins)
-        mask = call(pairs)                                               # (nb_rows, nb_frames, 2 * nb_bins)
+        mask = call(pairs, 1.0)                                          # (nb_rows, nb_frames, 2 * nb_bins)
         shape = tf.shape(magnitude)
         mask = tf.reshape(mask, [shape[0], shape[1], 2, nb_bins])        # (nb_rows, nb_frames, 2, nb_bins)
-        return tf.reduce_mean(mask, axis=2)
+        return power_mask(tf.reduce_mean(mask, axis=2), power)
 
     def separate_magnitude(self, mixture_magnitude: tf.Tensor) -> dict[str, tf.Tensor]:
         """Separate magnitude frames, as `separate_waveform` does between its STFT and inverse STFT.
