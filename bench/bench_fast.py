@@ -4,7 +4,9 @@
                                [--precisions float32,bfloat16]
 
 Writes bench/bench_fast.json beside this script. For each model, in its own process with TensorFlow
-limited to `--threads` threads:
+limited to `--threads` intra-op threads and, as the command line separates, one inter-op thread
+(runtime.separation_threads; `separator_inter_op_<threads>` repeats the Separator timing with
+TensorFlow's default, as many inter-op threads as intra-op ones):
 - `Separator.separate` on each song of ../shared/data/musdb-30s (decoded once, outside the timing):
   one untimed call first (tracing), then `--repeats` timed calls; the median, the spread and the
   real-time factor (audio seconds / wall seconds);
@@ -40,14 +42,20 @@ def song_files() -> list[tuple[str, str]]:
     return [(name, os.path.join(SONGS, name, "mix.mp3")) for name in sorted(os.listdir(SONGS))]
 
 
-def separator_times(model: str, repeats: int, threads: int, xla: bool = False, precision: str | None = None) -> dict:
-    """`Separator.separate` on each song: median wall seconds over `repeats` warm calls."""
+def separator_times(model: str, repeats: int, threads: int, xla: bool = False, precision: str | None = None,
+                    inter_op: int | None = None) -> dict:
+    """`Separator.separate` on each song: median wall seconds over `repeats` warm calls, with `threads`
+    intra-op threads and `inter_op` inter-op threads (None: runtime.SEPARATION_INTER_OP_THREADS, as the
+    command line separates)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
     import tensorflow as tf
 
+    from svsgan_tf.runtime import SEPARATION_INTER_OP_THREADS
+
+    inter_op = inter_op or SEPARATION_INTER_OP_THREADS
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     from svsgan_tf.audio.io import load_audio
     from svsgan_tf.separation.separator import Separator
 
@@ -72,7 +80,7 @@ def separator_times(model: str, repeats: int, threads: int, xla: bool = False, p
                      "load_average_after": os.getloadavg()})
         print(model, rows[-1], file=sys.stderr, flush=True)
     result = {"songs": rows, "median_times_real_time": statistics.median(r["times_real_time"] for r in rows),
-              "precision": separator.precision}
+              "precision": separator.precision, "intra_op_threads": threads, "inter_op_threads": inter_op}
     # what `separate` adds to the graph call on the first song (layout, checks, NumPy copies): one chunk
     waveform = tf.constant(np.ascontiguousarray(first.T))
     graph, whole = [], []
@@ -103,8 +111,9 @@ def separator_times(model: str, repeats: int, threads: int, xla: bool = False, p
 def cli_times(model: str, threads: int) -> dict:
     """`python -m svsgan_tf.separate` end to end, on the first song and on all three."""
     songs = [path for _, path in song_files()]
-    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # inter-op threads as the command line sets them (runtime.separation_threads)
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("TF_NUM_INTEROP_THREADS", None)
     result = {}
     for label, inputs in (("one_song", songs[:1]), ("three_songs", songs)):
         out = tempfile.mkdtemp(prefix="bench-fast-")
@@ -135,10 +144,11 @@ def main() -> None:
     parser.add_argument("--precision", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--xla", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--inter-op", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.path.join(HERE, "bench_fast.json"))
     args = parser.parse_args()
     if args.one:                     # child process: one model's Separator timings, as JSON on stdout
-        print(json.dumps(separator_times(args.one, args.repeats, args.threads, args.xla, args.precision)))
+        print(json.dumps(separator_times(args.one, args.repeats, args.threads, args.xla, args.precision, args.inter_op)))
         return
     if not os.path.isdir(SONGS):
         sys.exit(f"{SONGS} is absent: this benchmark needs the three 30 s songs")
@@ -147,10 +157,11 @@ def main() -> None:
               "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version()},
               "threads": args.threads, "repeats": args.repeats, "models": {}}
-    def child(model, xla=False, precision=None, **env):
+    def child(model, xla=False, precision=None, inter_op=None, **env):
         run = subprocess.run([sys.executable, __file__, "--one", model, "--repeats", str(args.repeats),
                               "--threads", str(args.threads)] + (["--xla"] if xla else [])
-                             + (["--precision", precision] if precision else []), check=True,
+                             + (["--precision", precision] if precision else [])
+                             + (["--inter-op", str(inter_op)] if inter_op else []), check=True,
                              capture_output=True, text=True, env={**os.environ, **env})
         return json.loads(run.stdout.strip().splitlines()[-1])
 
@@ -159,6 +170,8 @@ def main() -> None:
                                    "command_line": cli_times(model, args.threads)}
         if args.settings:                # oneDNN is on by default in TensorFlow 2.16 on x86 Linux
             report["models"][model]["separator_onednn_off"] = child(model, TF_ENABLE_ONEDNN_OPTS="0")
+        # TensorFlow's own default on this machine: as many inter-op threads as intra-op ones
+        report["models"][model][f"separator_inter_op_{args.threads}"] = child(model, inter_op=args.threads)
         for precision in filter(None, args.precisions.split(",")):
             report["models"][model][f"separator_{precision}"] = child(model, precision=precision)
         print(model, json.dumps(report["models"][model]["separator"]["median_times_real_time"]),

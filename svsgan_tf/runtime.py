@@ -4,10 +4,30 @@ from __future__ import annotations
 import logging
 import os
 
+logger = logging.getLogger(__name__)
+
 
 def quiet_tensorflow() -> None:
     """Silence TensorFlow's C++ start-up chatter; call before TensorFlow is imported."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+# separation is a chain of ops that each use every intra-op thread: one op at a time measured about 10%
+# faster than two at once on 2 cores (bench/bench_fast.json, "separator_inter_op_2")
+SEPARATION_INTER_OP_THREADS = 1
+
+
+def separation_threads() -> None:
+    """Let TensorFlow run SEPARATION_INTER_OP_THREADS op(s) at a time, each on all its intra-op
+    threads, unless TF_NUM_INTEROP_THREADS is set; call before TensorFlow runs anything."""
+    if "TF_NUM_INTEROP_THREADS" in os.environ:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(SEPARATION_INTER_OP_THREADS)
+    except RuntimeError:                      # TensorFlow already ran something: its setting stays
+        logger.debug("TensorFlow already started; inter-op threads left as they are")
 
 
 def native_bfloat16() -> bool:

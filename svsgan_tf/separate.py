@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs = plan_jobs(args.inputs)
     check_output_folder(args.out)
     cli.start_tensorflow(args.quiet)
+    from svsgan_tf.runtime import separation_threads
     from svsgan_tf.separation.separator import Separator
+
+    separation_threads()
 
     separator = Separator.from_directory(model, args.griffin_lim, args.wiener,
                                          chunk_seconds=args.chunk_seconds, precision=args.precision)

@@ -185,3 +185,14 @@ def test_a_named_recipe_trains_on_the_synthetic_set_when_its_data_set_is_absent(
     expected = json.loads(open(os.path.join(ROOT, "svsgan_tf", "configs", f"{recipe}.json")).read())
     assert saved["stft"] == expected["stft"] and saved["model"] == expected["model"]
     assert "model written to" in result.stdout
+
+
+@pytest.mark.parametrize("env, expected", [({}, "1"), ({"TF_NUM_INTEROP_THREADS": "2"}, "0")])
+def test_separation_runs_one_op_at_a_time_unless_the_environment_says_otherwise(env, expected):
+    code = ("from svsgan_tf.runtime import separation_threads; separation_threads(); separation_threads(); "
+            "import tensorflow as tf; tf.constant(1.0) + 1.0; separation_threads(); "
+            "print(tf.config.threading.get_inter_op_parallelism_threads())")
+    environment = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTEROP_THREADS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            env={**environment, "TF_CPP_MIN_LOG_LEVEL": "3", **env}, check=True)
+    assert result.stdout.strip().splitlines()[-1] == expected     # 0: TensorFlow's default, not set

@@ -1,5 +1,6 @@
 """In-graph STFT / inverse STFT and Griffin-Lim."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from svsgan_tf.audio import spectral
@@ -70,3 +71,17 @@ def test_griffin_lim_on_silence_is_finite():
     phase = spectral.unit_phase(tf.zeros((1, 10, 129), tf.complex64))
     out = spectral.griffin_lim(magnitude, phase, 1152, 256, 128, 3)       # 1152 samples -> 10 frames
     assert np.all(np.isfinite(out.numpy())) and np.all(out.numpy() == 0)
+
+
+@pytest.mark.parametrize("frame_length, hop_length", [(16, 4), (16, 8), (12, 5)])   # 4 and 2 parts; no divisor
+def test_overlap_add_equals_tensorflows(frame_length, hop_length, rng):
+    import tensorflow as tf
+
+    from svsgan_tf.audio.spectral import overlap_add
+
+    frames = tf.constant(rng.normal(size=(2, 7, frame_length)).astype(np.float32))
+    expected = np.zeros((2, 6 * hop_length + frame_length), np.float32)
+    for t in range(7):
+        expected[:, t * hop_length:t * hop_length + frame_length] += frames.numpy()[:, t]
+    np.testing.assert_allclose(overlap_add(frames, hop_length).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(tf.signal.overlap_and_add(frames, hop_length).numpy(), expected, atol=1e-5)
