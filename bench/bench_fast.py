@@ -53,7 +53,7 @@ def separator_times(model: str, repeats: int, threads: int, xla: bool = False, p
 
     from svsgan_tf.runtime import SEPARATION_INTER_OP_THREADS
 
-    inter_op = inter_op or SEPARATION_INTER_OP_THREADS
+    inter_op = SEPARATION_INTER_OP_THREADS if inter_op is None else inter_op
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     from svsgan_tf.audio.io import load_audio
@@ -161,7 +161,7 @@ def main() -> None:
         run = subprocess.run([sys.executable, __file__, "--one", model, "--repeats", str(args.repeats),
                               "--threads", str(args.threads)] + (["--xla"] if xla else [])
                              + (["--precision", precision] if precision else [])
-                             + (["--inter-op", str(inter_op)] if inter_op else []), check=True,
+                             + (["--inter-op", str(inter_op)] if inter_op is not None else []), check=True,
                              capture_output=True, text=True, env={**os.environ, **env})
         return json.loads(run.stdout.strip().splitlines()[-1])
 

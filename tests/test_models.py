@@ -232,8 +232,12 @@ def test_unet_upsampling_equals_keras_transposed_convolution_and_relu_and_runs_w
     reference.set_weights(ours.get_weights())
     expected = tf.nn.relu(reference(x)).numpy()
     assert 0 < np.mean(expected == 0) < 1                       # the ReLU cuts some values, not all
-    for training in (True, False):                             # inference: bias and ReLU in one fused op
+    for training in (True, False):
         np.testing.assert_allclose(ours(x, training=training).numpy(), expected, atol=1e-5)
+    ours.dtype_policy = "mixed_bfloat16"                       # inference: bias and ReLU in one fused op
+    for training in (True, False):
+        np.testing.assert_allclose(tf.cast(ours(x, training=training), tf.float32).numpy(), expected,
+                                   atol=0.05, rtol=0.02)
     # a training batch: batch size known, frame count not
     upsample = tf.function(lambda x: ours(x, training=True), input_signature=[tf.TensorSpec((3, None, 6, 4))])
     assert upsample(x).shape == (3, 10, 12, 2)
@@ -244,7 +248,8 @@ def test_unet_inference_normalisation_and_dilated_convolution_equal_the_keras_la
 
     from svsgan_tf.models.generator import _DilatedConv, normalise
 
-    for channels, width in ((3, 8), (1, 12), (1, 7)):           # wide, narrow (viewed 4 wide), odd width
+    # wide; three channels and one (in bfloat16 viewed 12 and 4 wide); one with an odd width
+    for channels, width in ((16, 4), (3, 8), (1, 12), (1, 7)):
         x = tf.constant(rng.normal(size=(2, 6, width, channels)).astype(np.float32))
         norm = keras.layers.BatchNormalization()
         norm.build(x.shape)
@@ -252,19 +257,21 @@ def test_unet_inference_normalisation_and_dilated_convolution_equal_the_keras_la
                           rng.uniform(0.5, 2, channels)])
         expected = norm(x, training=False).numpy()
         np.testing.assert_allclose(normalise(norm, x, False).numpy(), expected, atol=1e-5)
-        traced = tf.function(lambda x: normalise(norm, x, False), input_signature=[tf.TensorSpec((None, None, width,
-                                                                                                  channels))])
-        np.testing.assert_allclose(traced(x).numpy(), expected, atol=1e-5)
-        rounded = normalise(norm, tf.cast(x, tf.bfloat16), False)           # the fused op in bfloat16
-        assert rounded.dtype == tf.bfloat16
-        np.testing.assert_allclose(tf.cast(rounded, tf.float32).numpy(), expected, atol=0.05, rtol=0.02)
+        for dtype in (tf.float32, tf.bfloat16):
+            for spec in ((None, None, width, channels), (None, None, None, channels)):   # known width or not
+                traced = tf.function(lambda x: normalise(norm, x, False), input_signature=[tf.TensorSpec(spec, dtype)])
+                rounded = traced(tf.cast(x, dtype))
+                assert rounded.dtype == dtype
+                tolerance = {"atol": 1e-5} if dtype == tf.float32 else {"atol": 0.05, "rtol": 0.02}
+                np.testing.assert_allclose(tf.cast(rounded, tf.float32).numpy(), expected, **tolerance)
         assert not np.allclose(normalise(norm, x, True).numpy(), expected, atol=0.1)   # batch statistics
     ours, reference = _DilatedConv(2, 4, dilation_rate=2, padding="same"), keras.layers.Conv2D(
         2, 4, dilation_rate=2, padding="same")
     reference(x)
     ours(x)
     ours.set_weights(reference.get_weights())
-    np.testing.assert_allclose(ours(x).numpy(), reference(x).numpy(), atol=1e-5)
+    for training in (False, True):                             # training keeps Keras' form
+        np.testing.assert_allclose(ours(x, training=training).numpy(), reference(x).numpy(), atol=1e-5)
 
 
 def test_unet_frozen_bfloat16_weights_equal_the_cast_variables_and_thaw_in_float32(rng):

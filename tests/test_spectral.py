@@ -74,9 +74,7 @@ def test_griffin_lim_on_silence_is_finite():
 
 
 @pytest.mark.parametrize("frame_length, hop_length", [(16, 4), (16, 8), (12, 5)])   # 4 and 2 parts; no divisor
-def test_overlap_add_equals_tensorflows(frame_length, hop_length, rng):
-    import tensorflow as tf
-
+def test_overlap_add_matches_numpy(frame_length, hop_length, rng):
     from svsgan_tf.audio.spectral import overlap_add
 
     frames = tf.constant(rng.normal(size=(2, 7, frame_length)).astype(np.float32))
@@ -84,4 +82,3 @@ def test_overlap_add_equals_tensorflows(frame_length, hop_length, rng):
     for t in range(7):
         expected[:, t * hop_length:t * hop_length + frame_length] += frames.numpy()[:, t]
     np.testing.assert_allclose(overlap_add(frames, hop_length).numpy(), expected, atol=1e-5)
-    np.testing.assert_allclose(tf.signal.overlap_and_add(frames, hop_length).numpy(), expected, atol=1e-5)

@@ -149,6 +149,7 @@ def build_edge_module(separator, layout: dict):
 
         def call(frames, power=1.0):
             # the edge runner raises the mask to separation.mask_power itself: the network's power is 1
+            assert power == 1.0, power
             return _block_call(separator.generator, frames, states_in, states_out)
 
         if separator.generator.nb_channels == 1:

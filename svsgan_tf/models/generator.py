@@ -194,8 +194,9 @@ class RNNGenerator(DenseMaskGenerator):
                 "bidirectional": self.bidirectional}
 
 
-# oneDNN vectorises a batch normalisation over channels: narrower images are viewed as this many wide
-FUSED_MIN_CHANNELS = 16
+# oneDNN vectorises a batch normalisation over channels: in bfloat16 an image of at most half this
+# many channels is viewed as up to this many (`fused_affine`)
+FUSED_CHANNELS = 16
 # the unit scale of `rectified_bias`: a variance of 1 - 2^-10 plus this epsilon is 1 exactly in float32
 UNIT_EPSILON = 2.0 ** -10
 
@@ -205,13 +206,16 @@ def fused_affine(x, scale, offset, mean, variance, epsilon: float, relu: bool = 
     channels) `x`, then a ReLU if `relu`: one inference FusedBatchNormV3 op in `x`'s dtype (the
     parameters, of shape (channels,), in float32), which oneDNN fuses with the ReLU.
 
-    An image of fewer than FUSED_MIN_CHANNELS channels and a static width is viewed as k neighbouring
-    columns per column, k * channels channels (the parameters repeated k times), since oneDNN
+    In bfloat16, an image of static width and at most FUSED_CHANNELS / 2 channels is viewed as k
+    neighbouring columns per column, k * channels channels (k the largest power of two with k *
+    channels <= FUSED_CHANNELS that divides the width; the parameters repeated k times), since oneDNN
     vectorises over channels: a 30 s song's one-channel finest level costs 1.9 ms instead of 10.5.
+    Float32 graphs (exports, TFLite) keep the plain layout.
     """
     channels, width = x.shape[-1], x.shape[2]
     group = 1
-    while width is not None and 2 * group * channels <= FUSED_MIN_CHANNELS and width % (2 * group) == 0:
+    while (x.dtype == tf.bfloat16 and channels is not None and width is not None
+           and 2 * group * channels <= FUSED_CHANNELS and width % (2 * group) == 0):
         group *= 2
     scale, offset, mean, variance = (tf.tile(tf.cast(p, tf.float32), [group]) for p in (scale, offset, mean, variance))
     shape = tf.shape(x)
@@ -236,9 +240,11 @@ def normalise(norm: keras.layers.BatchNormalization, x, training):
 
 
 def rectified_bias(x, bias):
-    """relu(x + bias) of (batch, height, width, channels) `x` in one op (`fused_affine` of unit scale and
-    offset `bias`): a bias add and a ReLU are two passes over `x` (9.4 ms against 2.5 ms at a 30 s
-    song's finest 16-channel U-Net level in bfloat16)."""
+    """relu(x + bias) of (batch, height, width, channels) `x`. In bfloat16 one op (`fused_affine` of unit
+    scale and offset `bias`): a bias add and a ReLU are two passes over `x` (9.4 ms against 2.5 ms at a
+    30 s song's finest 16-channel U-Net level). Float32 graphs (exports, TFLite) keep the plain ops."""
+    if x.dtype != tf.bfloat16:
+        return tf.nn.relu(tf.nn.bias_add(x, bias))
     unit = tf.ones_like(bias, dtype=tf.float32)
     return fused_affine(x, unit, bias, 0.0 * unit, (1.0 - UNIT_EPSILON) * unit, UNIT_EPSILON, relu=True)
 
@@ -246,12 +252,18 @@ def rectified_bias(x, bias):
 class _FrozenWeights:
     """For the U-Net's convolutions: `freeze(dtype)` keeps the kernel and bias as constants of `dtype`
     for separation, so that a bfloat16 graph does not cast the float32 variables on every call (10 ms
-    of a 30 s song for `fast`); `freeze(None)` drops them. Training reads the variables."""
+    of a 30 s song for `fast`); `freeze(None)` drops them. Training reads the variables. Loading
+    weights freezes them again; after `assign` or `set_weights`, call `freeze` again."""
 
     frozen = None
 
     def freeze(self, dtype) -> None:
         self.frozen = None if dtype is None else tuple(tf.constant(tf.cast(w, dtype)) for w in (self.kernel, self.bias))
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if self.frozen is not None:
+            self.freeze(self.frozen[0].dtype)
 
     def kernel_and_bias(self, training):
         """The weights a call uses: the frozen constants in inference where there are some."""
@@ -280,7 +292,7 @@ class _Upsample(_FrozenWeights, keras.layers.Conv2DTranspose):
     Keras' own (3.x, TensorFlow backend) infers a wrong static output shape when the batch size is
     known and the frame count is not, as in training batches of a tf.data pipeline, and the batch
     normalisation after it then fails in the backward pass; this one takes the size from tf.shape.
-    In inference the bias and the ReLU are one op (`rectified_bias`).
+    In bfloat16 inference the bias and the ReLU are one op (`rectified_bias`).
     """
 
     def __init__(self, filters: int, kernel_size: int, **kwargs):
@@ -300,14 +312,18 @@ class _Upsample(_FrozenWeights, keras.layers.Conv2DTranspose):
 
 
 class _DilatedConv(keras.layers.Conv2D):
-    """A 'same' convolution of stride 1 with a dilation, computed by tf.nn.conv2d.
+    """A 'same' convolution of stride 1 with a dilation; in inference computed by tf.nn.conv2d.
 
     Keras' own (3.x, TensorFlow backend) goes through tf.nn.convolution, which on CPU computes a
-    dilation by space-to-batch: 12.5 ms against 4.4 ms for the mask layer of a 30 s song.
+    dilation by space-to-batch: 12.5 ms against 4.4 ms for the mask layer of a 30 s song. Training
+    keeps Keras' form: TensorFlow's CPU kernels have no gradient of a dilated Conv2D without oneDNN.
     """
 
-    def convolution_op(self, inputs, kernel):
-        return tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME", dilations=self.dilation_rate)
+    def call(self, inputs, training=False):
+        if training:
+            return super().call(inputs)
+        outputs = tf.nn.conv2d(inputs, self.kernel, strides=1, padding="SAME", dilations=self.dilation_rate)
+        return tf.nn.bias_add(outputs, self.bias)
 
 
 class UNetTower(keras.layers.Layer):
@@ -356,7 +372,7 @@ class UNetTower(keras.layers.Layer):
                 x = self.dropout(x, training=training)
             if skips:
                 x = tf.concat([skips.pop(), x], axis=-1)
-        logits = self.mask_layer(x)                            # float32 (see compute_in)
+        logits = self.mask_layer(x, training=training)         # float32 (see compute_in)
         return tf.sigmoid(logits if logit_scale == 1.0 else logit_scale * logits)
 
     def compute_in(self, dtype: str) -> None:
@@ -510,6 +526,8 @@ class UNetGenerator(MaskGenerator):
         """The vocals mask of images (n, T, F, C): the vocals tower's (its logits scaled by
         `logit_scale`, one stem only), or with two stems the ratio of the towers' squared estimates;
         `x` is what the towers see, `magnitude` the band's magnitude."""
+        if self.stems != 1 and logit_scale != 1.0:
+            raise ValueError("a logit scale is for one-stem U-Nets (see powered_mask)")
         masks = [tower(x, training=training, logit_scale=logit_scale) for tower in self.towers]
         if self.stems == 1:
             return masks[0]
