@@ -4,9 +4,9 @@
                                [--precisions float32,bfloat16]
 
 Writes bench/bench_fast.json beside this script. For each model, in its own process with TensorFlow
-limited to `--threads` intra-op threads and, as the command line separates, one inter-op thread
-(runtime.separation_threads; `separator_inter_op_<threads>` repeats the Separator timing with
-TensorFlow's default, as many inter-op threads as intra-op ones):
+limited to `--threads` intra-op threads and, as the command line separates, one inter-op thread for a
+one-tower U-Net and `--threads` for other models (runtime.separation_inter_op_threads;
+`separator_inter_op_<n>` repeats the Separator timing with the other of the two settings):
 - `Separator.separate` on each song of ../shared/data/musdb-30s (decoded once, outside the timing):
   one untimed call first (tracing), then `--repeats` timed calls; the median, the spread and the
   real-time factor (audio seconds / wall seconds);
@@ -45,15 +45,15 @@ def song_files() -> list[tuple[str, str]]:
 def separator_times(model: str, repeats: int, threads: int, xla: bool = False, precision: str | None = None,
                     inter_op: int | None = None) -> dict:
     """`Separator.separate` on each song: median wall seconds over `repeats` warm calls, with `threads`
-    intra-op threads and `inter_op` inter-op threads (None: runtime.SEPARATION_INTER_OP_THREADS, as the
-    command line separates)."""
+    intra-op threads and `inter_op` inter-op threads (None: as the command line separates,
+    runtime.separation_inter_op_threads, TensorFlow's default being `threads`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
     import tensorflow as tf
 
-    from svsgan_tf.runtime import SEPARATION_INTER_OP_THREADS
+    from svsgan_tf.runtime import separation_inter_op_threads
 
-    inter_op = SEPARATION_INTER_OP_THREADS if inter_op is None else inter_op
+    inter_op = (separation_inter_op_threads(model) or threads) if inter_op is None else inter_op
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     from svsgan_tf.audio.io import load_audio
@@ -170,8 +170,9 @@ def main() -> None:
                                    "command_line": cli_times(model, args.threads)}
         if args.settings:                # oneDNN is on by default in TensorFlow 2.16 on x86 Linux
             report["models"][model]["separator_onednn_off"] = child(model, TF_ENABLE_ONEDNN_OPTS="0")
-        # TensorFlow's own default on this machine: as many inter-op threads as intra-op ones
-        report["models"][model][f"separator_inter_op_{args.threads}"] = child(model, inter_op=args.threads)
+        # the other inter-op setting: 1 where the command line uses TensorFlow's default, and back
+        other = args.threads if report["models"][model]["separator"]["inter_op_threads"] == 1 else 1
+        report["models"][model][f"separator_inter_op_{other}"] = child(model, inter_op=other)
         for precision in filter(None, args.precisions.split(",")):
             report["models"][model][f"separator_{precision}"] = child(model, precision=precision)
         print(model, json.dumps(report["models"][model]["separator"]["median_times_real_time"]),

@@ -12,20 +12,32 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-# separation is a chain of ops that each use every intra-op thread: one op at a time measured about 10%
-# faster than two at once on 2 cores (bench/bench_fast.json, "separator_inter_op_2")
-SEPARATION_INTER_OP_THREADS = 1
+def separation_inter_op_threads(model: str) -> int | None:
+    """TensorFlow inter-op threads for separating with `model` (a folder or shipped name): 1 for a
+    one-tower U-Net, None (TensorFlow's default, one per core) for anything else.
+
+    A one-tower U-Net's graph is one chain of ops, each using every intra-op thread: one op at a time
+    measured 17% faster for `fast` on 2 cores. A two-stem U-Net (the default model) has two towers that
+    inter-op threads run side by side, and measured about 20% slower with one (`bench/bench_fast.json`,
+    `separator` against `separator_inter_op_2`)."""
+    from svsgan_tf.models.model_io import is_ensemble, load_config
+
+    if is_ensemble(model):
+        return None
+    settings = load_config(model).model
+    return 1 if settings.generator == "unet" and settings.unet_stems == 1 and not settings.swap_average else None
 
 
-def separation_threads() -> None:
-    """Let TensorFlow run SEPARATION_INTER_OP_THREADS op(s) at a time, each on all its intra-op
-    threads, unless TF_NUM_INTEROP_THREADS is set; call before TensorFlow runs anything."""
-    if "TF_NUM_INTEROP_THREADS" in os.environ:
+def separation_threads(model: str) -> None:
+    """Set `separation_inter_op_threads(model)` unless TF_NUM_INTEROP_THREADS is set; call before
+    TensorFlow runs anything."""
+    threads = separation_inter_op_threads(model)
+    if threads is None or "TF_NUM_INTEROP_THREADS" in os.environ:
         return
     import tensorflow as tf
 
     try:
-        tf.config.threading.set_inter_op_parallelism_threads(SEPARATION_INTER_OP_THREADS)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:                      # TensorFlow already ran something: its setting stays
         logger.debug("TensorFlow already started; inter-op threads left as they are")
 

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from svsgan_tf.runtime import separation_threads
     from svsgan_tf.separation.separator import Separator
 
-    separation_threads()
+    separation_threads(model)
 
     separator = Separator.from_directory(model, args.griffin_lim, args.wiener,
                                          chunk_seconds=args.chunk_seconds, precision=args.precision)

@@ -187,10 +187,11 @@ def test_a_named_recipe_trains_on_the_synthetic_set_when_its_data_set_is_absent(
     assert "model written to" in result.stdout
 
 
-@pytest.mark.parametrize("env, expected", [({}, "1"), ({"TF_NUM_INTEROP_THREADS": "2"}, "0")])
-def test_separation_runs_one_op_at_a_time_unless_the_environment_says_otherwise(env, expected):
-    code = ("from svsgan_tf.runtime import separation_threads; separation_threads(); separation_threads(); "
-            "import tensorflow as tf; tf.constant(1.0) + 1.0; separation_threads(); "
+@pytest.mark.parametrize("model, env, expected", [("fast", {}, "1"), ("fast", {"TF_NUM_INTEROP_THREADS": "2"}, "0"),
+                                                 ("spleeter-svsgan", {}, "0")])
+def test_separation_runs_a_one_tower_unet_one_op_at_a_time(model, env, expected):
+    code = (f"from svsgan_tf.runtime import separation_threads; separation_threads({model!r}); "
+            "import tensorflow as tf; tf.constant(1.0) + 1.0; separation_threads('fast'); "
             "print(tf.config.threading.get_inter_op_parallelism_threads())")
     environment = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTEROP_THREADS"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,

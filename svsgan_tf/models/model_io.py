@@ -252,6 +252,11 @@ def load_config(path: str) -> Config:
     return Config.load(config_path)
 
 
+def is_ensemble(path: str) -> bool:
+    """Whether the model directory (or shipped model name) at `path` is an ensemble folder."""
+    return os.path.isdir(os.path.join(resolve_model(path), MEMBERS_DIR))
+
+
 def load_generator(path: str, config: Config | None = None):
     """Rebuild G from the directory's config (or from `config`, whose model must have the same weights,
     e.g. another dropout rate) and load its weights. Returns (config, generator). An ensemble folder
@@ -261,7 +266,7 @@ def load_generator(path: str, config: Config | None = None):
 
     path = resolve_model(path)
     members = os.path.join(path, MEMBERS_DIR)
-    if os.path.isdir(members):
+    if is_ensemble(path):
         if config is not None:
             raise ConfigError(f"{path}: an ensemble separates but cannot be trained further or re-configured")
         config = load_config(path)
