@@ -336,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start the server with --enable_batching (concurrent requests of one shape together)")
     parser.add_argument("--max-batch-size", type=int, default=None, help="the server's --max_batch_size")
     parser.add_argument("--batch-timeout-micros", type=int, default=None, help="the server's --batch_timeout_micros")
+    parser.add_argument("--export-precision", default="float32", choices=("float32", "bfloat16"),
+                        help="what the export computes in (python -m svsgan_tf.export --precision; default float32)")
     parser.add_argument("--max-requests", type=int, default=10000, help="stop after this many requests (default 10000)")
     parser.add_argument("--clip-seconds", type=float, default=None,
                         help=f"clip length (default {DEFAULT_CLIP_SECONDS[0]:g}, "
@@ -389,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             random_weights = True
         config: Config = load_config(model_dir)
         base = os.path.join(scratch, "models", MODEL_NAME)
-        export_model(model_dir, base)
+        export_model(model_dir, base, precision=args.export_precision)
         rate = config.stft.sample_rate
         clip = np.ascontiguousarray(make_track(0, duration=args.clip_seconds, sample_rate=rate,
                                                nb_channels=args.channels).mixture.T)    # (nb_channels, nb_samples)
@@ -434,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"declaration with no data and {DEFAULT_MAX_CHANNELS + 1} channels (over --max_channels)")
         if args.soak else ("serving.server over loopback gRPC: concurrent SeparationClient threads, "
                            "serving_default signature, one request per clip"),
-        "model": {"source": model_text, "random_weights": random_weights,
+        "model": {"source": model_text, "random_weights": random_weights, "export_precision": args.export_precision,
                   "generator": config.model.generator, "sample_rate": rate, "n_fft": config.stft.n_fft,
                   "hop_length": config.stft.hop_length, "generator_parameters": parameters},
         "load": {"mode": "soak" if args.soak else "load", "bad_every": args.bad_every if args.soak else None,

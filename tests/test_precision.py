@@ -84,6 +84,18 @@ def test_an_export_computes_in_float32_and_its_config_says_so(tmp_path):
     separator = Separator.from_directory(folder, precision="float32")
     exact = separator.separate_waveform(waveform)["vocals"].numpy()
     np.testing.assert_allclose(serve(waveform=waveform)["vocals"].numpy(), exact, atol=1e-5)
+    # asked for, an export computes in bfloat16 (for servers with native instructions) and says so
+    rounded = export_model(folder, str(tmp_path / "export"), precision="bfloat16")
+    assert Config.load(f"{rounded}/config.json").separation.precision == "bfloat16"
+    reloaded = tf.saved_model.load(rounded)
+    vocals = reloaded.signatures["serving_default"](waveform=waveform)["vocals"].numpy()
+    assert vocals.dtype == np.float32
+    relative = np.sum((vocals - exact) ** 2) / np.sum(exact ** 2)
+    assert 0 < relative < 1e-3, relative
+    fast = Separator.from_directory(folder, precision="bfloat16")
+    np.testing.assert_allclose(vocals, fast.separate_waveform(waveform)["vocals"].numpy(), atol=1e-5)
+    with pytest.raises(ConfigError, match="export precision 'auto'"):
+        export_model(folder, str(tmp_path / "export"), precision="auto")
 
 
 def test_precision_on_a_tflite_file_or_estimates_is_a_one_line_error(tmp_path):

@@ -53,6 +53,9 @@ from svsgan_tf.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+# what an export computes in: never "auto", since the export runs on another machine
+EXPORT_PRECISIONS = ("float32", "bfloat16")
+
 WAVEFORM_SIGNATURE = "serving_default"
 BATCH_SIGNATURE = "separate_batch"
 MAGNITUDE_SIGNATURE = "separate_magnitude"
@@ -195,7 +198,7 @@ def save_serving_module(separator, path: str) -> None:
     separator.config.save(os.path.join(path, CONFIG_FILE))
 
 
-def export_model(model_dir: str, base: str, version: int | None = None) -> str:
+def export_model(model_dir: str, base: str, version: int | None = None, precision: str = "float32") -> str:
     """Export the model directory `model_dir` as BASE/<version>/ and return that folder.
 
     Args:
@@ -203,17 +206,24 @@ def export_model(model_dir: str, base: str, version: int | None = None) -> str:
             model's name; its NOTICE.txt, if any, goes into the export too.
         base: the base folder (TF Serving's --model_base_path); created if needed.
         version: the version number; default one more than the newest already in `base`.
+        precision: one of EXPORT_PRECISIONS. "float32" (the default) runs alike on every server;
+            "bfloat16" (U-Net models) runs the U-Net in bfloat16, for servers whose CPU has native
+            bfloat16 instructions (AMX, AVX512-BF16), and is slower elsewhere. The inputs and outputs
+            are float32 either way, and the export's config says which it computes in.
     Raises:
-        ConfigError when the version exists (nothing is written) or the model cannot be loaded.
+        ConfigError when the version exists (nothing is written), the model cannot be loaded or
+        `precision` does not suit it.
     """
     from svsgan_tf.io_utils import atomic_directory
     from svsgan_tf.models.model_io import model_notices, write_text_files
     from svsgan_tf.separation.separator import Separator
 
+    if precision not in EXPORT_PRECISIONS:
+        raise ConfigError(f"{model_dir}: export precision {precision!r} must be one of {EXPORT_PRECISIONS}")
     version, target = check_target(base, version)
-    separator = Separator.from_directory(model_dir, precision="float32")     # portable to any server
-    # the config the export carries says how it computes
-    separator.config = separator.config.replace(**{"separation.precision": "float32"})
+    separator = Separator.from_directory(model_dir, precision=precision)
+    # the config the export carries says how it computes, whatever the model folder's setting
+    separator.config = separator.config.replace(**{"separation.precision": precision})
     notices = model_notices(model_dir)              # imported weights keep their licence in the copy
     try:
         with atomic_directory(target, overwrite=False) as tmp:
