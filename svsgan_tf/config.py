@@ -319,9 +319,10 @@ class SeparationConfig:
 
     `precision` is the arithmetic of a U-Net generator's convolutions when a model folder is loaded to
     separate (`Separator.from_directory`): "float32"; "bfloat16" (variables stay float32, every
-    layer but the last runs in bfloat16; the last convolution, the sigmoid and the mask are float32); "auto": bfloat16 on a CPU with
-    native bfloat16 instructions (AMX or AVX512-BF16) and no GPU, else float32. Training, exports and
-    teachers always run in float32.
+    layer but the last runs in bfloat16; the last convolution, the sigmoid and the mask are float32);
+    "auto": bfloat16 on a CPU with native bfloat16 instructions (AMX or AVX512-BF16) and no GPU, else
+    float32. Training and teachers always run in float32; SavedModel exports too unless exported with
+    `--precision bfloat16`.
     """
 
     hop_length: int | None = None
