@@ -17,9 +17,9 @@ def separation_inter_op_threads(model: str) -> int | None:
     one-tower U-Net, None (TensorFlow's default, one per core) for anything else.
 
     A one-tower U-Net's graph is one chain of ops, each using every intra-op thread: one op at a time
-    was faster for `fast` on 2 cores in four of five paired runs (by -3% to +17%). A two-stem U-Net (the default model) has two towers that
-    inter-op threads run side by side, and measured about 20% slower with one (`bench/bench_fast.json`,
-    `separator` against `separator_inter_op_2`)."""
+    was faster for `fast` on 2 cores in four of five paired runs (by -3% to +17%). A two-stem U-Net
+    (the default model) has two towers that inter-op threads run side by side, and measured about 20%
+    slower with one (`bench/bench_fast.json`, `separator` against `separator_inter_op_<n>`)."""
     from svsgan_tf.models.model_io import is_ensemble, load_config
 
     if is_ensemble(model):

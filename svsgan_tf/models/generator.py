@@ -281,7 +281,9 @@ class Conv2D(_FrozenWeights, keras.layers.Conv2D):
         super().__init__(filters, kernel_size, strides=2, padding="same", **kwargs)
 
     def call(self, inputs, training=False):
-        kernel, bias = self.kernel_and_bias(training)
+        if training or self.frozen is None:
+            return super().call(inputs)
+        kernel, bias = self.frozen
         return tf.nn.bias_add(tf.nn.conv2d(inputs, kernel, strides=2, padding="SAME"), bias)
 
 
